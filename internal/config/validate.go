@@ -94,7 +94,7 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Berth.Debug.Addr); err != nil {
 		return c.errAt("berth.debug.addr", "want host:port, got %q", c.Berth.Debug.Addr)
 	}
-	if c.Berth.Debug.Addr == d.HTTP.Addr {
+	if c.Berth.Debug.Addr == d.HTTP.Addr && !strings.HasSuffix(d.HTTP.Addr, ":0") {
 		return c.errAt("berth.debug.addr", "must differ from http.addr: metrics and health never share the registry port")
 	}
 	if err := c.validateAuth(); err != nil {

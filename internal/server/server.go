@@ -56,7 +56,7 @@ type Server struct {
 // does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, metrics: getMetrics(), status: map[string]func() any{}}
-	configureLogrus(cfg)
+	configureLogrus(cfg, log)
 
 	d, err := cfg.StorageDriver(ctx)
 	if err != nil {
@@ -136,20 +136,44 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	return s, nil
 }
 
-// configureLogrus points Distribution's logger at berth's format. Its
-// per-request lines duplicate berth's access log, so below warn they show
-// only when the configured level asks for debug.
-func configureLogrus(cfg *config.Config) {
-	if cfg.Berth.Log.Format == "json" {
-		logrus.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
-	} else {
-		logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	}
-	lvl := logrus.WarnLevel
-	if l, err := logrus.ParseLevel(string(cfg.Distribution.Log.Level)); err == nil && l >= logrus.DebugLevel {
+// configureLogrus sends Distribution's logrus output through berth's slog
+// handler, so there is one log format. Its per-request "response completed"
+// lines for client errors duplicate berth's access log and are dropped;
+// server errors keep their detail.
+func configureLogrus(cfg *config.Config, log *slog.Logger) {
+	logrus.SetFormatter(slogFormatter{log: log.With("component", "distribution")})
+	lvl := logrus.InfoLevel
+	if l, err := logrus.ParseLevel(string(cfg.Distribution.Log.Level)); err == nil {
 		lvl = l
 	}
 	logrus.SetLevel(lvl)
+}
+
+type slogFormatter struct{ log *slog.Logger }
+
+func (f slogFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	if status, ok := e.Data["http.response.status"].(int); (ok && status < 500) || e.Message == "redis not configured" {
+		return nil, nil
+	}
+	lvl := slog.LevelInfo
+	switch {
+	case e.Level <= logrus.ErrorLevel:
+		lvl = slog.LevelError
+	case e.Level == logrus.WarnLevel:
+		lvl = slog.LevelWarn
+	case e.Level >= logrus.DebugLevel:
+		lvl = slog.LevelDebug
+	}
+	attrs := make([]any, 0, 2*len(e.Data))
+	for k, v := range e.Data {
+		switch k {
+		case "go.version", "http.request.useragent", "instance.id", "service", "version", "environment":
+			continue
+		}
+		attrs = append(attrs, k, v)
+	}
+	f.log.Log(context.Background(), lvl, e.Message, attrs...)
+	return nil, nil
 }
 
 const secretPath = "/berth/http-secret"
