@@ -16,6 +16,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -39,12 +40,20 @@ type registry struct {
 	// Root is the filesystem storage root.
 	Root   string
 	pusher *remote.Pusher
+	auth   authn.Authenticator
 }
 
 func startBerth(t testing.TB) *registry {
 	t.Helper()
 	b := testutil.StartBerth(t, testutil.Options{})
-	return newRegistry(t, b.URL, b.Host, b.Root)
+	return newRegistry(t, b.URL, b.Host, b.Root, nil)
+}
+
+// startBerthWithUser starts berth with htpasswd auth for one user.
+func startBerthWithUser(t testing.TB, user, password string) *registry {
+	t.Helper()
+	b := testutil.StartBerth(t, testutil.Options{Users: map[string]string{user: password}})
+	return newRegistry(t, b.URL, b.Host, b.Root, &authn.Basic{Username: user, Password: password})
 }
 
 // startForeign serves Distribution's own handler, as registry:3 would.
@@ -68,15 +77,18 @@ func startForeign(t testing.TB) *registry {
 	srv := httptest.NewServer(app)
 	t.Cleanup(srv.Close)
 	host := srv.Listener.Addr().String()
-	return newRegistry(t, srv.URL, host, root)
+	return newRegistry(t, srv.URL, host, root, nil)
 }
 
-func newRegistry(t testing.TB, url, host, root string) *registry {
-	p, err := remote.NewPusher(remote.WithJobs(8))
+func newRegistry(t testing.TB, url, host, root string, auth authn.Authenticator) *registry {
+	if auth == nil {
+		auth = authn.Anonymous
+	}
+	p, err := remote.NewPusher(remote.WithJobs(8), remote.WithAuth(auth))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &registry{t: t, URL: url, Host: host, Root: root, pusher: p}
+	return &registry{t: t, URL: url, Host: host, Root: root, pusher: p, auth: auth}
 }
 
 func (r *registry) ref(repo, tag string) name.Reference {
@@ -134,7 +146,7 @@ func (r *registry) setPushed(repo, tag string, at time.Time) {
 
 func (r *registry) client() *registryclient.Client {
 	r.t.Helper()
-	c, err := registryclient.New(registryclient.Options{URL: r.URL})
+	c, err := registryclient.New(registryclient.Options{URL: r.URL, Auth: r.auth})
 	if err != nil {
 		r.t.Fatal(err)
 	}
