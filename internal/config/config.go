@@ -177,6 +177,10 @@ func Load(path string, env []string) (*Config, error) {
 		return nil, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	c.Distribution = dist
+	if dist.HTTP.Addr == "" {
+		// Upstream would listen on every interface; berth starts private.
+		dist.HTTP.Addr = "127.0.0.1:5000"
+	}
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "BERTH_REDIS_PASSWORD="); ok && v != "" {
 			c.Distribution.Redis.Options.Password = v
@@ -211,7 +215,13 @@ func (c *Config) yamlErr(err error) error {
 			msg = fmt.Sprintf("unknown key %q", name)
 		}
 	}
-	return &Error{File: c.Source, Line: line, Msg: msg}
+	key := ""
+	for k, l := range c.lines {
+		if l == line && len(k) > len(key) {
+			key = k
+		}
+	}
+	return &Error{File: c.Source, Line: line, Key: key, Msg: msg}
 }
 
 func indexLines(n *yaml.Node, prefix string, out map[string]int) {
