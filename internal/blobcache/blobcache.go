@@ -86,7 +86,9 @@ type scoped struct {
 	get  func() cache.BlobDescriptorCacheProvider
 }
 
-func (s scoped) svc() (distribution.BlobDescriptorService, error) { return s.get().RepositoryScoped(s.repo) }
+func (s scoped) svc() (distribution.BlobDescriptorService, error) {
+	return s.get().RepositoryScoped(s.repo)
+}
 
 func (s scoped) Stat(ctx context.Context, dgst digest.Digest) (v1.Descriptor, error) {
 	svc, err := s.svc()
