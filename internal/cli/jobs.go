@@ -1,0 +1,11 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/berth-registry/berth/internal/retention"
+)
+
+func init() {
+	extraCommands = append(extraCommands, func() *cobra.Command { return retention.NewPruneCommand() })
+}
