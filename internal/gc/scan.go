@@ -1,0 +1,539 @@
+package gc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+)
+
+// Distribution's storage layout (registry/storage/paths.go, layout "v2").
+// Walking it directly, rather than through the registry's enumerators, gives
+// the modification times and sizes the grace rules and the report need, in
+// one parallel pass.
+const (
+	v2Root    = "/docker/registry/v2"
+	reposRoot = v2Root + "/repositories"
+	blobsRoot = v2Root + "/blobs"
+	// maxManifestSize matches Distribution's limit on manifest PUTs; a
+	// larger blob linked as a revision is not a manifest.
+	maxManifestSize = 4 << 20
+)
+
+func blobDir(d digest.Digest) string {
+	return path.Join(blobsRoot, d.Algorithm().String(), d.Encoded()[:2], d.Encoded())
+}
+
+func blobDataPath(d digest.Digest) string { return path.Join(blobDir(d), "data") }
+
+func repoPath(repo string, parts ...string) string {
+	return path.Join(append([]string{reposRoot, repo}, parts...)...)
+}
+
+func isNotFound(err error) bool {
+	var nf storagedriver.PathNotFoundError
+	return errors.As(err, &nf)
+}
+
+// parsed is the part of a manifest gc needs.
+type parsed struct {
+	mediaType string
+	blobs     []digest.Digest
+	children  []digest.Digest
+	subject   digest.Digest
+}
+
+// ManifestCache keeps parsed manifests across scans. Manifests are content
+// addressed and immutable, so an entry never goes stale; reusing it means a
+// second scan (inside the lease, or the next scheduled run) reads only
+// manifests pushed since.
+type ManifestCache struct {
+	mu sync.Mutex
+	m  map[digest.Digest]parsed
+}
+
+// NewManifestCache returns an empty cache.
+func NewManifestCache() *ManifestCache { return &ManifestCache{m: map[digest.Digest]parsed{}} }
+
+func (c *ManifestCache) get(d digest.Digest) (parsed, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.m[d]
+	return p, ok
+}
+
+func (c *ManifestCache) put(d digest.Digest, p parsed) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[d] = p
+}
+
+// Len reports how many manifests the cache holds.
+func (c *ManifestCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}
+
+type descriptor struct {
+	MediaType string        `json:"mediaType"`
+	Digest    digest.Digest `json:"digest"`
+}
+
+// parseManifest reads references from any manifest format Distribution
+// stores: OCI image manifest and index, Docker schema2 manifest and list,
+// and OCI artifact manifests (blobs). A reference with an invalid digest
+// makes the manifest unusable rather than silently ignored.
+func parseManifest(b []byte) (parsed, error) {
+	var raw struct {
+		MediaType string       `json:"mediaType"`
+		Config    *descriptor  `json:"config"`
+		Layers    []descriptor `json:"layers"`
+		Blobs     []descriptor `json:"blobs"`
+		Manifests []descriptor `json:"manifests"`
+		Subject   *descriptor  `json:"subject"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return parsed{}, fmt.Errorf("not a JSON manifest: %w", err)
+	}
+	p := parsed{mediaType: raw.MediaType}
+	add := func(field string, ds []descriptor, into *[]digest.Digest) error {
+		for i, d := range ds {
+			if err := d.Digest.Validate(); err != nil {
+				return fmt.Errorf("%s[%d]: %w", field, i, err)
+			}
+			*into = append(*into, d.Digest)
+		}
+		return nil
+	}
+	if raw.Config != nil && raw.Config.Digest != "" {
+		if err := add("config", []descriptor{*raw.Config}, &p.blobs); err != nil {
+			return parsed{}, err
+		}
+	}
+	if err := add("layers", raw.Layers, &p.blobs); err != nil {
+		return parsed{}, err
+	}
+	if err := add("blobs", raw.Blobs, &p.blobs); err != nil {
+		return parsed{}, err
+	}
+	if err := add("manifests", raw.Manifests, &p.children); err != nil {
+		return parsed{}, err
+	}
+	if raw.Subject != nil && raw.Subject.Digest != "" {
+		if err := raw.Subject.Digest.Validate(); err != nil {
+			return parsed{}, fmt.Errorf("subject: %w", err)
+		}
+		p.subject = raw.Subject.Digest
+	}
+	return p, nil
+}
+
+// digestFromParts turns ".../<alg>/<hex>" path components into a digest.
+func digestFromParts(alg, hex string) (digest.Digest, bool) {
+	d := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
+	return d, d.Validate() == nil
+}
+
+// scanner lists a storage with bounded parallelism.
+type scanner struct {
+	d     storagedriver.StorageDriver
+	conc  int
+	cache *ManifestCache
+	// read counts manifest contents fetched from storage (for logs and tests).
+	read int
+}
+
+// repoScan is one repository as walked, before contents are read.
+type repoScan struct {
+	name      string
+	revisions []Link
+	tagIndex  map[digest.Digest][]string
+	tagLinks  []string // tag names with a current/link
+	tags      map[string]digest.Digest
+	layers    []Link
+	uploads   map[string]*uploadScan
+	warnings  []string
+}
+
+type uploadScan struct {
+	startedAt string    // path of startedat, "" when missing
+	started   time.Time // from startedat, or the newest file when missing
+	newest    time.Time
+}
+
+// scan lists the whole storage. It fails on any storage error other than a
+// path vanishing: gc must never decide on a partial picture.
+func (s *scanner) scan(ctx context.Context) (*Listing, error) {
+	repos, err := s.repositories(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prefixes, err := s.blobPrefixes(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	scans := make([]*repoScan, len(repos))
+	blobParts := make([][]Blob, len(prefixes))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.conc)
+	for i, name := range repos {
+		g.Go(func() error {
+			rs, err := s.walkRepository(gctx, name)
+			scans[i] = rs
+			return err
+		})
+	}
+	for i, p := range prefixes {
+		g.Go(func() error {
+			bs, err := s.walkBlobs(gctx, p)
+			blobParts[i] = bs
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	l := &Listing{}
+	sizes := map[digest.Digest]int64{}
+	for _, bs := range blobParts {
+		for _, b := range bs {
+			sizes[b.Digest] = b.Size
+		}
+		l.Blobs = append(l.Blobs, bs...)
+	}
+
+	// Second pass: tag links, manifest contents (each digest once, even if
+	// several repositories hold it) and upload start times.
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(s.conc)
+	for _, rs := range scans {
+		var mu sync.Mutex
+		for _, tag := range rs.tagLinks {
+			g.Go(func() error {
+				d, err := s.readTag(gctx, rs.name, tag)
+				if err != nil || d == "" {
+					return err
+				}
+				mu.Lock()
+				rs.tags[tag] = d
+				mu.Unlock()
+				return nil
+			})
+		}
+		for id, u := range rs.uploads {
+			if u.startedAt == "" {
+				continue
+			}
+			g.Go(func() error {
+				b, err := s.d.GetContent(gctx, u.startedAt)
+				if err != nil {
+					if isNotFound(err) {
+						return nil
+					}
+					return fmt.Errorf("read upload %s/%s start time: %w", rs.name, id, err)
+				}
+				if t, err := time.Parse(time.RFC3339, strings.TrimSpace(string(b))); err == nil {
+					u.started = t
+				}
+				return nil
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	contents, broken, err := s.readManifests(ctx, scans, sizes)
+	if err != nil {
+		return nil, err
+	}
+	for _, rs := range scans {
+		l.Repositories = append(l.Repositories, assemble(rs, contents, broken))
+	}
+	return l, nil
+}
+
+// repositories finds every repository: a directory holding _manifests,
+// _layers or _uploads. Repositories with layers but no manifest yet (a push
+// in progress) count too, so their links and uploads are seen.
+func (s *scanner) repositories(ctx context.Context) ([]string, error) {
+	seen := map[string]bool{}
+	var repos []string
+	err := s.d.Walk(ctx, reposRoot, func(fi storagedriver.FileInfo) error {
+		if !fi.IsDir() {
+			return nil
+		}
+		rel := strings.TrimPrefix(fi.Path(), reposRoot+"/")
+		dir, base := path.Split(rel)
+		if !strings.HasPrefix(base, "_") {
+			return nil
+		}
+		switch base {
+		case "_manifests", "_layers", "_uploads":
+			if repo := strings.TrimSuffix(dir, "/"); repo != "" && !seen[repo] {
+				seen[repo] = true
+				repos = append(repos, repo)
+			}
+		}
+		return storagedriver.ErrSkipDir
+	})
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	return repos, nil
+}
+
+// blobPrefixes lists blobs/<alg>/<xx> directories, the unit of parallel
+// blob listing.
+func (s *scanner) blobPrefixes(ctx context.Context) ([]string, error) {
+	algs, err := s.d.List(ctx, blobsRoot)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list blob store: %w", err)
+	}
+	var out []string
+	for _, a := range algs {
+		ps, err := s.d.List(ctx, a)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("list blob store %s: %w", a, err)
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
+}
+
+func (s *scanner) walkBlobs(ctx context.Context, prefix string) ([]Blob, error) {
+	var out []Blob
+	alg := path.Base(path.Dir(prefix))
+	err := s.d.Walk(ctx, prefix, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() || path.Base(fi.Path()) != "data" {
+			return nil
+		}
+		if d, ok := digestFromParts(alg, path.Base(path.Dir(fi.Path()))); ok {
+			out = append(out, Blob{Digest: d, Size: fi.Size(), Modified: fi.ModTime()})
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("list blobs under %s: %w", prefix, err)
+	}
+	return out, nil
+}
+
+func (s *scanner) walkRepository(ctx context.Context, name string) (*repoScan, error) {
+	rs := &repoScan{name: name, tagIndex: map[digest.Digest][]string{}, tags: map[string]digest.Digest{},
+		uploads: map[string]*uploadScan{}}
+
+	base := repoPath(name, "_manifests")
+	err := s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			return nil
+		}
+		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
+		switch {
+		case len(p) == 4 && p[0] == "revisions" && p[3] == "link":
+			if d, ok := digestFromParts(p[1], p[2]); ok {
+				rs.revisions = append(rs.revisions, Link{Digest: d, Modified: fi.ModTime()})
+			}
+		case len(p) == 4 && p[0] == "tags" && p[2] == "current" && p[3] == "link":
+			rs.tagLinks = append(rs.tagLinks, p[1])
+		case len(p) == 6 && p[0] == "tags" && p[2] == "index" && p[5] == "link":
+			if d, ok := digestFromParts(p[3], p[4]); ok {
+				rs.tagIndex[d] = append(rs.tagIndex[d], p[1])
+			}
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("list manifests of %s: %w", name, err)
+	}
+
+	base = repoPath(name, "_layers")
+	err = s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			return nil
+		}
+		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
+		if len(p) == 3 && p[2] == "link" {
+			if d, ok := digestFromParts(p[0], p[1]); ok {
+				rs.layers = append(rs.layers, Link{Digest: d, Modified: fi.ModTime()})
+			}
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("list layer links of %s: %w", name, err)
+	}
+
+	base = repoPath(name, "_uploads")
+	err = s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
+		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
+		u := rs.uploads[p[0]]
+		if u == nil {
+			u = &uploadScan{}
+			rs.uploads[p[0]] = u
+		}
+		if fi.ModTime().After(u.newest) {
+			u.newest = fi.ModTime()
+		}
+		if len(p) == 2 && p[1] == "startedat" {
+			u.startedAt = fi.Path()
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		return nil, fmt.Errorf("list uploads of %s: %w", name, err)
+	}
+	for _, u := range rs.uploads {
+		// Without a start time, the last write is the best evidence of age.
+		u.started = u.newest
+	}
+	return rs, nil
+}
+
+func (s *scanner) readTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	b, err := s.d.GetContent(ctx, repoPath(repo, "_manifests", "tags", tag, "current", "link"))
+	if err != nil {
+		if isNotFound(err) {
+			return "", nil // tag deleted while listing
+		}
+		return "", fmt.Errorf("read tag %s:%s: %w", repo, tag, err)
+	}
+	d, err := digest.Parse(strings.TrimSpace(string(b)))
+	if err != nil {
+		// A tag gc cannot resolve could point at anything; refusing to
+		// collect is the only safe answer.
+		return "", fmt.Errorf("tag %s:%s has an unreadable link %q: %w", repo, tag, b, err)
+	}
+	return d, nil
+}
+
+// readManifests fetches and parses every manifest not in the cache. It
+// returns the parsed contents and, for manifests that cannot be used, why.
+func (s *scanner) readManifests(ctx context.Context, scans []*repoScan, sizes map[digest.Digest]int64) (map[digest.Digest]parsed, map[digest.Digest]string, error) {
+	contents := map[digest.Digest]parsed{}
+	broken := map[digest.Digest]string{}
+	var todo []digest.Digest
+	want := func(d digest.Digest) {
+		if _, ok := contents[d]; ok {
+			return
+		}
+		if _, ok := broken[d]; ok {
+			return
+		}
+		if p, ok := s.cache.get(d); ok {
+			contents[d] = p
+			return
+		}
+		size, ok := sizes[d]
+		switch {
+		case !ok:
+			broken[d] = "its blob is missing from the blob store"
+		case size > maxManifestSize:
+			broken[d] = fmt.Sprintf("its blob is %d bytes, too large for a manifest", size)
+		default:
+			broken[d] = "" // placeholder so the digest is read once
+			todo = append(todo, d)
+		}
+	}
+	for _, rs := range scans {
+		for _, r := range rs.revisions {
+			want(r.Digest)
+		}
+		for _, d := range rs.tags {
+			want(d)
+		}
+	}
+	for _, d := range todo {
+		delete(broken, d)
+	}
+
+	results := make([]parsed, len(todo))
+	errs := make([]string, len(todo))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.conc)
+	for i, d := range todo {
+		g.Go(func() error {
+			b, err := s.d.GetContent(gctx, blobDataPath(d))
+			if err != nil {
+				if isNotFound(err) {
+					errs[i] = "its blob is missing from the blob store"
+					return nil
+				}
+				return fmt.Errorf("read manifest %s: %w", d, err)
+			}
+			if digest.FromBytes(b) != d && d.Algorithm() == digest.Canonical {
+				errs[i] = "its content does not match its digest"
+				return nil
+			}
+			p, err := parseManifest(b)
+			if err != nil {
+				errs[i] = err.Error()
+				return nil
+			}
+			results[i] = p
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	s.read += len(todo)
+	for i, d := range todo {
+		if errs[i] != "" {
+			broken[d] = errs[i]
+			continue
+		}
+		contents[d] = results[i]
+		s.cache.put(d, results[i])
+	}
+	return contents, broken, nil
+}
+
+// assemble builds a Repository from its walk and the manifest contents.
+func assemble(rs *repoScan, contents map[digest.Digest]parsed, broken map[digest.Digest]string) Repository {
+	r := Repository{Name: rs.name, Layers: rs.layers}
+	tagsOf := map[digest.Digest][]string{}
+	for tag, d := range rs.tags {
+		tagsOf[d] = append(tagsOf[d], tag)
+	}
+	linked := map[digest.Digest]bool{}
+	add := func(d digest.Digest, modified time.Time) {
+		m := Manifest{Digest: d, Linked: modified, Tags: tagsOf[d], TagIndex: rs.tagIndex[d], Broken: broken[d]}
+		if p, ok := contents[d]; ok {
+			m.MediaType, m.Blobs, m.Children, m.Subject = p.mediaType, p.blobs, p.children, p.subject
+		}
+		r.Manifests = append(r.Manifests, m)
+	}
+	for _, rev := range rs.revisions {
+		linked[rev.Digest] = true
+		add(rev.Digest, rev.Modified)
+	}
+	// A tag pointing at a manifest with no revision link cannot be pulled,
+	// but its content (and what it refers to) stays until someone repairs
+	// or deletes the tag: it is listed as a tagged manifest.
+	for d := range tagsOf {
+		if !linked[d] {
+			add(d, time.Time{})
+		}
+	}
+	for id, u := range rs.uploads {
+		r.Uploads = append(r.Uploads, Upload{ID: id, Started: u.started})
+	}
+	return r
+}
