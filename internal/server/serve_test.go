@@ -39,6 +39,8 @@ import (
 	"github.com/berth-registry/berth/internal/testutil"
 )
 
+func basic(u, p string) *authn.Basic { return &authn.Basic{Username: u, Password: p} }
+
 func mustRef(t *testing.T, s string) name.Reference {
 	t.Helper()
 	r, err := name.ParseReference(s, name.Insecure)
