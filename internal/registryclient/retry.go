@@ -2,6 +2,8 @@ package registryclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -128,7 +130,7 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var header http.Header
 		switch {
 		case err != nil:
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !retryableErr(err) {
 				return nil, err
 			}
 		default:
@@ -160,6 +162,22 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("%s %s: interrupted before retry %d: %w", req.Method, req.URL.Redacted(), attempt+1, errLastAttempt(status, err))
 		}
 	}
+}
+
+// retryableErr: connection failures may pass; a certificate or protocol
+// mismatch will fail the same way every time.
+func retryableErr(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var recordErr tls.RecordHeaderError
+	switch {
+	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr),
+		errors.As(err, &invalid), errors.As(err, &recordErr), errors.Is(err, errWrongScheme):
+		return false
+	}
+	return true
 }
 
 func errLastAttempt(status int, err error) error {

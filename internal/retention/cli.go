@@ -78,6 +78,9 @@ func runPrune(cmd *cobra.Command, f pruneFlags) error {
 	if f.output != "text" && f.output != "json" {
 		return usageErr(fmt.Errorf("--output %q: want text or json", f.output))
 	}
+	if f.concurrency < 1 {
+		return usageErr(fmt.Errorf("--concurrency %d: want ≥ 1", f.concurrency))
+	}
 	if f.pageSize < 1 {
 		return usageErr(fmt.Errorf("--page-size %d: want ≥ 1", f.pageSize))
 	}

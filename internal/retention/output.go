@@ -120,7 +120,7 @@ func WriteText(w io.Writer, r *Report) error {
 			}
 		}
 		if len(p.Untouched) > 0 {
-			ew.printf("\nuntouched (no rule matches): %d repositories\n", len(p.Untouched))
+			ew.printf("\nuntouched (no rule matches): %s\n", plural(len(p.Untouched), "repository", "repositories"))
 			for _, n := range p.Untouched {
 				ew.printf("  %s\n", n)
 			}
@@ -133,7 +133,8 @@ func WriteText(w io.Writer, r *Report) error {
 			}
 		}
 		t := p.Totals
-		ew.printf("\ntotals: %d repositories, %d tags: keep %d, delete %d", t.Repositories, t.Tags, t.Keep, t.Delete)
+		ew.printf("\ntotals: %s, %s: keep %d, delete %d", plural(t.Repositories, "repository", "repositories"),
+			plural(t.Tags, "tag", "tags"), t.Keep, t.Delete)
 		if !r.DryRun {
 			ew.printf(" → deleted %d, failed %d, skipped %d, not attempted %d", r.Deleted, r.Failed, r.Skipped, r.NotAttempted)
 		}
@@ -184,3 +185,10 @@ func (e *errWriter) Write(p []byte) (int, error) {
 }
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

@@ -247,10 +247,10 @@ func planRepo(rule *Rule, in RepoInput, now time.Time) RepoPlan {
 		}
 		actions[i] = ActionDelete
 		if rule.Delete == nil {
-			clauses[i] = "delete (every tag is a candidate): no keep clause protects it"
+			clauses[i] = "delete: no keep clause protects it"
 		} else {
 			p, _ := matchAny(rule.Delete, tags[i].Tag)
-			clauses[i] = fmt.Sprintf("delete %q: no keep clause protects it", p.String())
+			clauses[i] = fmt.Sprintf("delete: matches %q, no keep clause protects it", p.String())
 		}
 	}
 

@@ -186,7 +186,7 @@ func TestPlanClauses(t *testing.T) {
 		"new":    "keep.latest 1 (#1 newest)",
 		"stable": `keep.tags "stable"`,
 		"recent": "keep.within 48h",
-		"old":    `delete "*": no keep clause protects it`,
+		"old":    `delete: matches "*", no keep clause protects it`,
 	}
 	for tag, clause := range want {
 		if got[tag] != clause {
