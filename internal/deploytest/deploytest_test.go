@@ -84,7 +84,7 @@ func TestDecodeIsStrict(t *testing.T) {
 	}{
 		"unknown field":     {"apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {selektor: {a: b}}", schema.GroupVersionKind{Version: "v1", Kind: "Service"}, "unknown field"},
 		"misplaced field":   {"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, labels: {a: b}}\nlabels: {a: b}", schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, "unknown field"},
-		"duplicate field":   {"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\ndata: {c: d}", schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, "duplicate"},
+		"duplicate field":   {"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\ndata: {c: d}", schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, "already set"},
 		"wrong type":        {"apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: http}]}", schema.GroupVersionKind{Version: "v1", Kind: "Service"}, "port"},
 		"unregistered kind": {"apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}", schema.GroupVersionKind{Group: "example.com", Version: "v1", Kind: "Widget"}, "no API type"},
 		"no name":           {"apiVersion: v1\nkind: ConfigMap\nmetadata: {}", schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}, "name is empty"},
