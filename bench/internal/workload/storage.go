@@ -1,0 +1,63 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// CopyTree copies a storage root with `cp -a`, preserving modification
+// times, so that every contender starts from byte-identical storage.
+func CopyTree(ctx context.Context, src, dst string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("copy %s: %s already exists", src, dst)
+	}
+	out, err := exec.CommandContext(ctx, "cp", "-a", src, dst).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("cp -a %s %s: %w: %s", src, dst, err, out)
+	}
+	return nil
+}
+
+// Backdate sets every file's and directory's times under root to at. gc
+// tools may spare blobs younger than a grace period (berth's default is an
+// hour) to protect pushes in flight; the garbage in a real registry is old,
+// so the benchmark makes it old.
+func Backdate(root string, at time.Time) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Chtimes(path, at, at); err != nil {
+			return fmt.Errorf("backdate: %w", err)
+		}
+		return nil
+	})
+}
+
+// CountBlobs counts blob data files in a Distribution filesystem root.
+func CountBlobs(root string) (int, error) {
+	dir := filepath.Join(root, "docker", "registry", "v2", "blobs")
+	n := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path == dir {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if !d.IsDir() && d.Name() == "data" {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count blobs under %s: %w", dir, err)
+	}
+	return n, nil
+}
