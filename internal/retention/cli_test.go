@@ -192,3 +192,26 @@ func TestCLIUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// The seed cleaner's config (`repo: N`, 10 for every other repository) runs
+// unchanged.
+func TestCLISeedFlatPolicy(t *testing.T) {
+	isolateCredentials(t)
+	reg := startBerth(t)
+	seedAged(t, reg, "listed", 4)
+	seedAged(t, reg, "other/app", 12)
+	flat := writePolicy(t, "listed: 1\n")
+	res := runCLI(t, "", "--registry", reg.URL, "--policy", flat)
+	if res.err != nil {
+		t.Fatalf("prune: %v\n%s", res.err, res.stdout)
+	}
+	if got := reg.tags("listed"); !slices.Equal(got, []string{"t0"}) {
+		t.Errorf("listed kept %v, want t0", got)
+	}
+	if got := reg.tags("other/app"); len(got) != 10 || slices.Contains(got, "t10") || slices.Contains(got, "t11") {
+		t.Errorf("other/app kept %v, want the 10 newest", got)
+	}
+	if !strings.Contains(res.stdout, "(flat format)") {
+		t.Errorf("report does not name the flat format:\n%s", res.stdout)
+	}
+}

@@ -45,7 +45,23 @@ type registry struct {
 
 func startBerth(t testing.TB) *registry {
 	t.Helper()
-	b := testutil.StartBerth(t, testutil.Options{})
+	return startBerthAt(t, "")
+}
+
+// startBerthAt keeps berth's storage under parent (a fresh directory that
+// is removed afterwards), or in a temp dir when parent is "".
+func startBerthAt(t testing.TB, parent string) *registry {
+	t.Helper()
+	var root string
+	if parent != "" {
+		dir, err := os.MkdirTemp(parent, "berth-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		root = filepath.Join(dir, "data")
+	}
+	b := testutil.StartBerth(t, testutil.Options{Root: root})
 	return newRegistry(t, b.URL, b.Host, b.Root, nil)
 }
 

@@ -210,3 +210,34 @@ func joinStops(stops []string) string {
 	}
 	return s
 }
+
+// Summary is a report's headline numbers, for metrics and `berth serve`'s
+// last-run status.
+type Summary struct {
+	Outcome         Outcome   `json:"outcome"`
+	Message         string    `json:"message,omitempty"`
+	DryRun          bool      `json:"dry_run"`
+	Started         time.Time `json:"started"`
+	DurationSeconds float64   `json:"duration_seconds"`
+	Repositories    int       `json:"repositories"`
+	Tags            int       `json:"tags"`
+	Kept            int       `json:"kept"`
+	Deleted         int       `json:"deleted"`
+	Failed          int       `json:"failed"`
+	Skipped         int       `json:"skipped"`
+	NotAttempted    int       `json:"not_attempted"`
+	Retries         int64     `json:"retries"`
+}
+
+// Summary returns the report's headline numbers.
+func (r *Report) Summary() Summary {
+	s := Summary{
+		Outcome: r.Outcome, Message: r.Message, DryRun: r.DryRun, Started: r.Started,
+		DurationSeconds: r.Duration.Seconds(), Kept: r.Kept, Deleted: r.Deleted, Failed: r.Failed,
+		Skipped: r.Skipped, NotAttempted: r.NotAttempted, Retries: r.Retries,
+	}
+	if r.Plan != nil {
+		s.Repositories, s.Tags = r.Plan.Totals.Repositories, r.Plan.Totals.Tags
+	}
+	return s
+}
