@@ -81,9 +81,11 @@ func (b *bench) setupPrune(ctx context.Context, dir string, spec servers.Spec) (
 		return "", err
 	}
 	tr := workload.Transport()
-	defer tr.CloseIdleConnections()
 	start := time.Now()
 	err = workload.PopulateTags(ctx, tr, srv.Addr, seedPrune, b.sz.PruneRepos, b.sz.PruneTags, b.sz.PopulateWorker)
+	// Idle keep-alive connections, and ones dialled but never used, would
+	// hold up the server's graceful shutdown.
+	tr.CloseIdleConnections()
 	if stopErr := srv.Stop(); err == nil {
 		err = stopErr
 	}
@@ -143,9 +145,11 @@ func (b *bench) setupGC(ctx context.Context, dir string) (string, int, error) {
 		return "", 0, err
 	}
 	tr := workload.Transport()
-	defer tr.CloseIdleConnections()
 	start := time.Now()
 	sc, err := workload.PopulateGC(ctx, tr, srv.Addr, seedGC, b.sz.GCImages, b.sz.GCRepos, b.sz.GCLayer, b.sz.PopulateWorker)
+	// Idle keep-alive connections, and ones dialled but never used, would
+	// hold up the server's graceful shutdown.
+	tr.CloseIdleConnections()
 	if stopErr := srv.Stop(); err == nil {
 		err = stopErr
 	}

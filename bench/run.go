@@ -154,7 +154,7 @@ func resolveBinaries(ctx context.Context, o options) (binaries, error) {
 			return b, err
 		}
 	}
-	bv, err := servers.Version(ctx, b.berth)
+	bv, err := servers.Version(ctx, b.berth, "version")
 	if err != nil {
 		return b, fmt.Errorf("berth binary: %w", err)
 	}

@@ -96,16 +96,20 @@ func FindDebian(ctx context.Context) (string, string, error) {
 	return DebianBinary, v, nil
 }
 
-// Version runs `bin --version` and returns its first line.
-func Version(ctx context.Context, bin string) (string, error) {
+// Version runs `bin --version` (or `bin args...`) and returns its first
+// line.
+func Version(ctx context.Context, bin string, args ...string) (string, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, bin, "--version")
+	if len(args) == 0 {
+		args = []string{"--version"}
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = Env()
 	b, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %w: %s", bin, err, strings.TrimSpace(string(b)))
+		return "", fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, strings.TrimSpace(string(b)))
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return line, nil
