@@ -49,6 +49,9 @@ type Server struct {
 
 	statusMu sync.Mutex
 	status   map[string]func() any
+
+	secret   string
+	internal internalApp
 }
 
 // New builds the server from a validated configuration. It opens storage
@@ -90,6 +93,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.redisC = cfg.RedisClient()
 	}
 
+	s.secret = secret
 	dc := distributionConfig(cfg.Distribution, secret)
 	app, err := newApp(ctx, dc, s.cache)
 	if err != nil {
@@ -327,6 +331,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	_ = s.dbgSrv.Shutdown(sctx)
 	_ = s.app.Shutdown()
+	if s.internal.app != nil {
+		_ = s.internal.app.Shutdown()
+	}
 	if s.redisC != nil {
 		_ = s.redisC.Close()
 	}
