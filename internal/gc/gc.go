@@ -85,10 +85,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	if o.Coordinator != nil && !o.DryRun {
 		if o.PreScan {
+			// Only a warm-up for the manifest cache: writers are still
+			// active, so a listing spoiled by them is no reason to stop.
 			if _, err := s.scan(ctx); err != nil {
-				return nil, fmt.Errorf("list storage before maintenance: %w", err)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				log.Warn("listing before maintenance failed; listing everything inside the lease", "err", err)
+			} else {
+				log.Info("storage listed before maintenance", "manifestsRead", s.read, "took", time.Since(start).Round(time.Millisecond))
 			}
-			log.Info("storage listed before maintenance", "manifestsRead", s.read, "took", time.Since(start).Round(time.Millisecond))
 		}
 		var err error
 		if lease, err = o.Coordinator.Begin(ctx); err != nil {

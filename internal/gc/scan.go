@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path"
 	"strings"
 	"sync"
@@ -41,6 +42,17 @@ func repoPath(repo string, parts ...string) string {
 func isNotFound(err error) bool {
 	var nf storagedriver.PathNotFoundError
 	return errors.As(err, &nf)
+}
+
+// vanished reports a path that disappeared while being listed. Drivers
+// report it in different ways (the filesystem driver's Walk passes the raw
+// readdir error through its catch-all Error, which does not unwrap).
+func vanished(err error) bool {
+	var de storagedriver.Error
+	if errors.As(err, &de) && de.Detail != nil {
+		err = de.Detail
+	}
+	return isNotFound(err) || errors.Is(err, fs.ErrNotExist)
 }
 
 // parsed is the part of a manifest gc needs.
@@ -396,7 +408,11 @@ func (s *scanner) walkRepository(ctx context.Context, name string) (*repoScan, e
 		}
 		return nil
 	})
-	if err != nil && !isNotFound(err) {
+	// Upload sessions come and go while gc runs (clients finish them, the
+	// registry's own purger removes them). A walk cut short by that only
+	// means fewer sessions purged this time, so it is not an error; every
+	// other listing must be complete or gc stops.
+	if err != nil && !vanished(err) {
 		return nil, fmt.Errorf("list uploads of %s: %w", name, err)
 	}
 	for _, u := range rs.uploads {
