@@ -145,6 +145,9 @@ func TestPruneRetriesAndReportsFailedDeletes(t *testing.T) {
 	if rep.Deleted != 3 || rep.Failed != 1 || rep.Outcome != OutcomeFailed {
 		t.Fatalf("deleted %d failed %d outcome %s", rep.Deleted, rep.Failed, rep.Outcome)
 	}
+	if s := rep.Summary(); s.Deleted != 3 || s.Failed != 1 || s.Kept != 1 || s.Tags != 5 || s.Outcome != OutcomeFailed {
+		t.Errorf("summary for metrics: %+v", s)
+	}
 	if got := reg.tags("app"); !slices.Equal(got, []string{"t0", "t3"}) {
 		t.Fatalf("tags after prune %v, want t0 and the failed t3", got)
 	}

@@ -189,6 +189,10 @@ func (pp *policyParser) flat(root *yaml.Node) (*Policy, error) {
 		}
 		n, err := pp.positiveInt(v, k.Value)
 		if err != nil {
+			var pe *PolicyError
+			if errors.As(err, &pe) {
+				pe.Msg += " (a file without rules: is read as the seed's flat `repository: N` format)"
+			}
 			return nil, err
 		}
 		p.Rules = append(p.Rules, Rule{

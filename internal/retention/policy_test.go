@@ -158,6 +158,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"yaml syntax", "rules:\n  - repositories: [a\n", 0, "did not find expected"},
 		{"flat not number", "team/app: many\n", 1, "whole number"},
 		{"flat zero", "app: 0\n", 1, "whole number"},
+		{"misspelled rules reads as flat", "rule:\n  - repositories: [a]\n", 2, "flat `repository: N` format"},
 		{"not a mapping", "- a\n- b\n", 1, "mapping"},
 	}
 	for _, c := range cases {
