@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,38 +96,38 @@ func checkOCIError(b []byte) error {
 	return nil
 }
 
-// Routes the fuzzer can pick; routeRaw uses name as the whole request target.
+// Routes the fuzzer can pick; fzRaw uses name as the whole request target.
 const (
-	routeManifest uint8 = iota
-	routeBlob
-	routeUpload
-	routeTags
-	routeReferrers
-	routeCatalog
-	routeBase
-	routeBerthTags
-	routeRaw
-	routeCount
+	fzManifest uint8 = iota
+	fzBlob
+	fzUpload
+	fzTags
+	fzReferrers
+	fzCatalog
+	fzBase
+	fzBerthTags
+	fzRaw
+	fzRouteCount
 )
 
 func fuzzTarget(name string, route uint8, ref, query string) string {
 	var p string
-	switch route % routeCount {
-	case routeManifest:
+	switch route % fzRouteCount {
+	case fzManifest:
 		p = "/v2/" + name + "/manifests/" + ref
-	case routeBlob:
+	case fzBlob:
 		p = "/v2/" + name + "/blobs/" + ref
-	case routeUpload:
+	case fzUpload:
 		p = "/v2/" + name + "/blobs/uploads/" + ref
-	case routeTags:
+	case fzTags:
 		p = "/v2/" + name + "/tags/list"
-	case routeReferrers:
+	case fzReferrers:
 		p = "/v2/" + name + "/referrers/" + ref
-	case routeCatalog:
+	case fzCatalog:
 		p = "/v2/_catalog"
-	case routeBase:
+	case fzBase:
 		p = "/v2/"
-	case routeBerthTags:
+	case fzBerthTags:
 		p = "/v2/" + name + "/_berth/tags"
 	default:
 		p = name
@@ -253,10 +254,32 @@ func ociManifest(configD digest.Digest, configSize int64, layerD digest.Digest, 
 func (fz *fuzzRegistry) populate(tb testing.TB) {
 	tb.Helper()
 	for _, b := range [][]byte{fz.config, fz.layer} {
-		fz.mustDo(tb, http.StatusCreated, "POST", "/v2/"+fz.repo+"/blobs/uploads/?digest="+digest.FromBytes(b).String(),
-			"application/octet-stream", b)
+		pushBlob(tb, fz.handler, fz.repo, b)
 	}
 	fz.mustDo(tb, http.StatusCreated, "PUT", "/v2/"+fz.repo+"/manifests/"+fz.tag, "application/vnd.oci.image.manifest.v1+json", fz.manifest)
+}
+
+// pushBlob uploads b to repo as clients do: POST a session, PUT the data.
+func pushBlob(tb testing.TB, h http.Handler, repo string, b []byte) {
+	tb.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/"+repo+"/blobs/uploads/", nil))
+	if rec.Code != http.StatusAccepted {
+		tb.Fatalf("start upload: %d %s", rec.Code, rec.Body.String())
+	}
+	loc, err := url.Parse(rec.Header().Get("Location"))
+	if err != nil {
+		tb.Fatalf("upload location: %v", err)
+	}
+	q := loc.Query()
+	q.Set("digest", digest.FromBytes(b).String())
+	req := httptest.NewRequest("PUT", loc.Path+"?"+q.Encode(), bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusCreated {
+		tb.Fatalf("finish upload: %d %s", rec.Code, rec.Body.String())
+	}
 }
 
 func (fz *fuzzRegistry) do(method, target, ctype string, body []byte) *httptest.ResponseRecorder {
@@ -349,72 +372,72 @@ func fuzzSeeds(fz *fuzzRegistry) []fuzzSeed {
 	index := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"digest":%q,"size":10}]}`,
 		ociIndexType, ociManifestType, fz.missingBlob))
 	s := []fuzzSeed{
-		{"GET", repo, routeManifest, fz.tag, "", "", nil},
-		{"HEAD", repo, routeManifest, fz.manifD.String(), "", "", nil},
-		{"GET", repo, routeManifest, sha512Ref, "", "", nil},
-		{"GET", repo, routeManifest, "sha256:zz", "", "", nil},
-		{"GET", repo, routeManifest, "sha256:" + strings.Repeat("0", 63), "", "", nil},
-		{"GET", repo, routeManifest, strings.Repeat("t", 129), "", "", nil},
-		{"DELETE", repo, routeManifest, fz.missingBlob.String(), "", "", nil},
-		{"DELETE", repo, routeManifest, "nosuchtag", "", "", nil},
-		{"PUT", repo, routeManifest, "v2", "", ociManifestType, fz.manifest},
-		{"PUT", repo, routeManifest, fz.manifD.String(), "", ociManifestType, fz.manifest},
-		{"PUT", repo, routeManifest, "sha256:" + strings.Repeat("1", 64), "", ociManifestType, fz.manifest},
-		{"PUT", repo, routeManifest, "bad", "", ociManifestType, []byte(`{"schemaVersion":2,`)},
-		{"PUT", repo, routeManifest, "bad", "", ociManifestType, []byte(`{"schemaVersion":3,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)},
-		{"PUT", repo, routeManifest, "bad", "", ociManifestType, []byte(`{"schemaVersion":1}`)},
-		{"PUT", repo, routeManifest, "bad", "", "application/vnd.example.unknown+json", fz.manifest},
-		{"PUT", repo, routeManifest, "bad", "", "", fz.manifest},
-		{"PUT", repo, routeManifest, "bad", "", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1,"name":"x","tag":"y"}`)},
-		{"PUT", repo, routeManifest, "bad", "", ociManifestType, missingLayer},
-		{"PUT", repo, routeManifest, "nd", "", ociManifestType, ndManifest},
-		{"PUT", repo, routeManifest, "idx", "", ociIndexType, index},
-		{"PUT", "new/repo", routeManifest, "v1", "", ociManifestType, missingLayer},
-		{"GET", repo, routeBlob, fz.layerD.String(), "", "", nil},
-		{"HEAD", repo, routeBlob, fz.layerSHA512.String(), "", "", nil},
-		{"GET", repo, routeBlob, sha512Ref, "", "", nil},
-		{"GET", repo, routeBlob, "sha256:xyz", "", "", nil},
-		{"DELETE", repo, routeBlob, fz.missingBlob.String(), "", "", nil},
-		{"POST", repo, routeUpload, "", "", "", nil},
-		{"POST", repo, routeUpload, "", "digest=" + digest.FromString("other").String(), "application/octet-stream", []byte("content")},
-		{"POST", repo, routeUpload, "", "digest=sha256:nothex", "application/octet-stream", []byte("content")},
-		{"POST", repo, routeUpload, "", "digest=" + fz.layerSHA512.String(), "application/octet-stream", fz.layer},
-		{"POST", "other/repo", routeUpload, "", "mount=" + fz.layerD.String() + "&from=" + repo, "", nil},
-		{"POST", "other/repo", routeUpload, "", "mount=" + fz.layerSHA512.String() + "&from=" + repo, "", nil},
-		{"POST", "other/repo", routeUpload, "", "mount=garbage&from=" + repo, "", nil},
-		{"POST", "other/repo", routeUpload, "", "mount=" + fz.layerD.String() + "&from=Bad..Name", "", nil},
-		{"GET", repo, routeUpload, "not-a-uuid", "", "", nil},
-		{"PATCH", repo, routeUpload, "0190d3f2-1111-7222-8333-444455556666", "_state=forged", "application/octet-stream", []byte("x")},
-		{"PUT", repo, routeUpload, "0190d3f2-1111-7222-8333-444455556666", "digest=" + fz.layerD.String(), "application/octet-stream", fz.layer},
-		{"DELETE", repo, routeUpload, "0190d3f2-1111-7222-8333-444455556666", "", "", nil},
-		{"GET", repo, routeTags, "", "n=-1", "", nil},
-		{"GET", repo, routeTags, "", "n=abc&last=zzz", "", nil},
-		{"GET", "nosuch/repo", routeTags, "", "", "", nil},
-		{"GET", repo, routeReferrers, fz.manifD.String(), "", "", nil},
-		{"GET", repo, routeReferrers, "garbage", "artifactType=x", "", nil},
-		{"GET", "", routeCatalog, "", "n=abc", "", nil},
-		{"GET", "", routeCatalog, "", "n=-5&last=%zz", "", nil},
-		{"GET", "", routeBase, "", "", "", nil},
-		{"GET", repo, routeBerthTags, "", "n=0", "", nil},
-		{"GET", "UPPER/case", routeManifest, "v1", "", "", nil},
-		{"GET", "a//b", routeManifest, "v1", "", "", nil},
-		{"GET", "a/../b", routeManifest, "v1", "", "", nil},
-		{"GET", "-a", routeManifest, "v1", "", "", nil},
-		{"GET", strings.Repeat("n", 300), routeManifest, "v1", "", "", nil},
-		{"PUT", strings.Repeat("n", 300), routeManifest, "v1", "", ociManifestType, fz.manifest},
-		{"GET", "%2e%2e/x", routeManifest, "v1", "", "", nil},
-		{"GET", "/v2", routeRaw, "", "", "", nil},
-		{"GET", "/", routeRaw, "", "", "", nil},
-		{"GET", "/v2/x/manifests", routeRaw, "", "", "", nil},
-		{"GET", "//v2/", routeRaw, "", "", "", nil},
-		{"GET", "/v2/../v2/", routeRaw, "", "", "", nil},
-		{"GET", "/v2/x/manifests/v1/extra", routeRaw, "", "", "", nil},
-		{"OPTIONS", repo, routeManifest, "v1", "", "", nil},
-		{"TRACE", repo, routeBlob, fz.layerD.String(), "", "", nil},
-		{"BREW", repo, routeTags, "", "", "", nil},
-		{"PATCH", repo, routeManifest, "v1", "", ociManifestType, fz.manifest},
-		{"POST", repo, routeManifest, "v1", "", ociManifestType, fz.manifest},
-		{"DELETE", repo, routeTags, "", "", "", nil},
+		{"GET", repo, fzManifest, fz.tag, "", "", nil},
+		{"HEAD", repo, fzManifest, fz.manifD.String(), "", "", nil},
+		{"GET", repo, fzManifest, sha512Ref, "", "", nil},
+		{"GET", repo, fzManifest, "sha256:zz", "", "", nil},
+		{"GET", repo, fzManifest, "sha256:" + strings.Repeat("0", 63), "", "", nil},
+		{"GET", repo, fzManifest, strings.Repeat("t", 129), "", "", nil},
+		{"DELETE", repo, fzManifest, fz.missingBlob.String(), "", "", nil},
+		{"DELETE", repo, fzManifest, "nosuchtag", "", "", nil},
+		{"PUT", repo, fzManifest, "v2", "", ociManifestType, fz.manifest},
+		{"PUT", repo, fzManifest, fz.manifD.String(), "", ociManifestType, fz.manifest},
+		{"PUT", repo, fzManifest, "sha256:" + strings.Repeat("1", 64), "", ociManifestType, fz.manifest},
+		{"PUT", repo, fzManifest, "bad", "", ociManifestType, []byte(`{"schemaVersion":2,`)},
+		{"PUT", repo, fzManifest, "bad", "", ociManifestType, []byte(`{"schemaVersion":3,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`)},
+		{"PUT", repo, fzManifest, "bad", "", ociManifestType, []byte(`{"schemaVersion":1}`)},
+		{"PUT", repo, fzManifest, "bad", "", "application/vnd.example.unknown+json", fz.manifest},
+		{"PUT", repo, fzManifest, "bad", "", "", fz.manifest},
+		{"PUT", repo, fzManifest, "bad", "", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1,"name":"x","tag":"y"}`)},
+		{"PUT", repo, fzManifest, "bad", "", ociManifestType, missingLayer},
+		{"PUT", repo, fzManifest, "nd", "", ociManifestType, ndManifest},
+		{"PUT", repo, fzManifest, "idx", "", ociIndexType, index},
+		{"PUT", "new/repo", fzManifest, "v1", "", ociManifestType, missingLayer},
+		{"GET", repo, fzBlob, fz.layerD.String(), "", "", nil},
+		{"HEAD", repo, fzBlob, fz.layerSHA512.String(), "", "", nil},
+		{"GET", repo, fzBlob, sha512Ref, "", "", nil},
+		{"GET", repo, fzBlob, "sha256:xyz", "", "", nil},
+		{"DELETE", repo, fzBlob, fz.missingBlob.String(), "", "", nil},
+		{"POST", repo, fzUpload, "", "", "", nil},
+		{"POST", repo, fzUpload, "", "digest=" + digest.FromString("other").String(), "application/octet-stream", []byte("content")},
+		{"POST", repo, fzUpload, "", "digest=sha256:nothex", "application/octet-stream", []byte("content")},
+		{"POST", repo, fzUpload, "", "digest=" + fz.layerSHA512.String(), "application/octet-stream", fz.layer},
+		{"POST", "other/repo", fzUpload, "", "mount=" + fz.layerD.String() + "&from=" + repo, "", nil},
+		{"POST", "other/repo", fzUpload, "", "mount=" + fz.layerSHA512.String() + "&from=" + repo, "", nil},
+		{"POST", "other/repo", fzUpload, "", "mount=garbage&from=" + repo, "", nil},
+		{"POST", "other/repo", fzUpload, "", "mount=" + fz.layerD.String() + "&from=Bad..Name", "", nil},
+		{"GET", repo, fzUpload, "not-a-uuid", "", "", nil},
+		{"PATCH", repo, fzUpload, "0190d3f2-1111-7222-8333-444455556666", "_state=forged", "application/octet-stream", []byte("x")},
+		{"PUT", repo, fzUpload, "0190d3f2-1111-7222-8333-444455556666", "digest=" + fz.layerD.String(), "application/octet-stream", fz.layer},
+		{"DELETE", repo, fzUpload, "0190d3f2-1111-7222-8333-444455556666", "", "", nil},
+		{"GET", repo, fzTags, "", "n=-1", "", nil},
+		{"GET", repo, fzTags, "", "n=abc&last=zzz", "", nil},
+		{"GET", "nosuch/repo", fzTags, "", "", "", nil},
+		{"GET", repo, fzReferrers, fz.manifD.String(), "", "", nil},
+		{"GET", repo, fzReferrers, "garbage", "artifactType=x", "", nil},
+		{"GET", "", fzCatalog, "", "n=abc", "", nil},
+		{"GET", "", fzCatalog, "", "n=-5&last=%zz", "", nil},
+		{"GET", "", fzBase, "", "", "", nil},
+		{"GET", repo, fzBerthTags, "", "n=0", "", nil},
+		{"GET", "UPPER/case", fzManifest, "v1", "", "", nil},
+		{"GET", "a//b", fzManifest, "v1", "", "", nil},
+		{"GET", "a/../b", fzManifest, "v1", "", "", nil},
+		{"GET", "-a", fzManifest, "v1", "", "", nil},
+		{"GET", strings.Repeat("n", 300), fzManifest, "v1", "", "", nil},
+		{"PUT", strings.Repeat("n", 300), fzManifest, "v1", "", ociManifestType, fz.manifest},
+		{"GET", "%2e%2e/x", fzManifest, "v1", "", "", nil},
+		{"GET", "/v2", fzRaw, "", "", "", nil},
+		{"GET", "/", fzRaw, "", "", "", nil},
+		{"GET", "/v2/x/manifests", fzRaw, "", "", "", nil},
+		{"GET", "//v2/", fzRaw, "", "", "", nil},
+		{"GET", "/v2/../v2/", fzRaw, "", "", "", nil},
+		{"GET", "/v2/x/manifests/v1/extra", fzRaw, "", "", "", nil},
+		{"OPTIONS", repo, fzManifest, "v1", "", "", nil},
+		{"TRACE", repo, fzBlob, fz.layerD.String(), "", "", nil},
+		{"BREW", repo, fzTags, "", "", "", nil},
+		{"PATCH", repo, fzManifest, "v1", "", ociManifestType, fz.manifest},
+		{"POST", repo, fzManifest, "v1", "", ociManifestType, fz.manifest},
+		{"DELETE", repo, fzTags, "", "", "", nil},
 	}
 	return s
 }

@@ -117,6 +117,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 
 	var h http.Handler = app
 	h = &tagTimes{driver: d, access: access, next: h}
+	h = ociErrors(h) // OCI error answers instead of 500s and plain-text pages (oci.go)
 	h = hygiene(h)
 	h = gate(s.currentGate, &s.inflight, h)
 	h = observe(log.With("component", "http"), s.metrics, h)
