@@ -47,6 +47,9 @@ func (s *Server) InternalTransport(ctx context.Context) (http.RoundTripper, erro
 		}
 		s.internal.app = app
 		var h http.Handler = app
+		// --- oci11 (referrers API, OCI-Subject, sha512, foreign layers; oci11.go) ---
+		h = newOCI11(s.driver, nil, s.cache, s.cfg.Distribution, s.log, h)
+		// --- end oci11 ---
 		h = &tagTimes{driver: s.driver, next: h}
 		h = hygiene(h)
 		s.internal.h = gate(s.currentGate, &s.inflight, h)

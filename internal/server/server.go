@@ -118,6 +118,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	var h http.Handler = app
 	h = &tagTimes{driver: d, access: access, next: h}
 	h = ociErrors(h) // OCI error answers instead of 500s and plain-text pages (oci.go)
+	// --- oci11 (referrers API, OCI-Subject, sha512, foreign layers; oci11.go) ---
+	// Outside ociErrors: it turns sha512 mounts into sha256 ones before
+	// dropUnsafeMount would drop them.
+	h = newOCI11(d, access, s.cache, cfg.Distribution, log, h)
+	// --- end oci11 ---
 	h = hygiene(h)
 	h = gate(s.currentGate, &s.inflight, h)
 	h = observe(log.With("component", "http"), s.metrics, h)
