@@ -2,7 +2,6 @@ package gc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,7 +181,3 @@ func newLogger(w io.Writer, format string) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, nil))
 }
-
-// IsPartial reports whether err is a partial failure (exit status 1 with a
-// report) rather than a run that could not start.
-func IsPartial(err error) bool { return errors.Is(err, ErrPartial) }

@@ -111,6 +111,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list storage: %w", err)
 	}
+	rep.Listing = time.Since(now)
 	policy := Policy{DeleteUntagged: o.DeleteUntagged, BlobGrace: o.BlobGrace, UploadMaxAge: o.UploadMaxAge, Now: now}
 	plan := Mark(listing, policy)
 	rep.Repositories = len(listing.Repositories)
@@ -131,6 +132,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if lease != nil {
 		sw.guard = lease.Err
 	}
+	sweepStart := time.Now()
 	okM := sw.manifests(ctx, plan.Manifests)
 	if keep := keepFailed(plan.Manifests, okM); keep != nil {
 		// A manifest that is still there still needs its blobs.
@@ -140,6 +142,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	okL := sw.layerLinks(ctx, plan.LayerLinks)
 	okB := sw.blobs(ctx, plan.Blobs)
+	rep.Sweeping = time.Since(sweepStart)
 
 	rep.ManifestsKept = plan.ManifestsKept
 	rep.BlobsKept = plan.BlobsKept

@@ -21,6 +21,10 @@ type Report struct {
 	// Duration is the whole run; ReadOnly is how long writes were refused.
 	Duration time.Duration `json:"-"`
 	ReadOnly time.Duration `json:"-"`
+	// Listing and Sweeping are the two phases inside the read-only window
+	// (with a lease): the figures to work on to shorten it.
+	Listing  time.Duration `json:"-"`
+	Sweeping time.Duration `json:"-"`
 
 	Repositories      int   `json:"repositories"`
 	ManifestsRemoved  int   `json:"manifestsRemoved"`
@@ -45,7 +49,9 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		*plain
 		DurationSeconds float64 `json:"durationSeconds"`
 		ReadOnlySeconds float64 `json:"readOnlySeconds"`
-	}{(*plain)(r), r.Duration.Seconds(), r.ReadOnly.Seconds()})
+		ListingSeconds  float64 `json:"listingSeconds"`
+		SweepingSeconds float64 `json:"sweepingSeconds"`
+	}{(*plain)(r), r.Duration.Seconds(), r.ReadOnly.Seconds(), r.Listing.Seconds(), r.Sweeping.Seconds()})
 }
 
 // WriteJSON renders the report as one JSON document.

@@ -358,3 +358,64 @@ func TestReportRendering(t *testing.T) {
 		t.Fatalf("errors should be an empty list: %s", js.String())
 	}
 }
+
+// walkOnly hides the driver's name so the scanner uses Walk, as it does for
+// object stores.
+type walkOnly struct{ storagedriver.StorageDriver }
+
+func (walkOnly) Name() string { return "walk-only" }
+
+func TestScanStrategiesAgree(t *testing.T) {
+	ctx := context.Background()
+	reg := newTestRegistry(t)
+	img := ociImage(t)
+	reg.push(t, "app:v1", img)
+	reg.push(t, "app:v1", ociImage(t))
+	reg.pushByDigest(t, "app", referrerOf(t, descriptorOf(t, img)))
+	reg.push(t, "nested/deeper/app:v2", img)
+	idx, err := random.Index(128, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(reg.ref(t, "multi:latest"), idx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+reg.host+"/v2/uploading/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	normalize := func(l *Listing) string {
+		slices.SortFunc(l.Repositories, func(a, b Repository) int { return strings.Compare(a.Name, b.Name) })
+		for i := range l.Repositories {
+			r := &l.Repositories[i]
+			slices.SortFunc(r.Manifests, func(a, b Manifest) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+			for j := range r.Manifests {
+				slices.Sort(r.Manifests[j].Tags)
+				slices.Sort(r.Manifests[j].TagIndex)
+			}
+			slices.SortFunc(r.Layers, func(a, b Link) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+		}
+		slices.SortFunc(l.Blobs, func(a, b Blob) int { return strings.Compare(string(a.Digest), string(b.Digest)) })
+		b, err := json.MarshalIndent(l, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	fast, err := (&scanner{d: reg.driver, conc: 4, cache: NewManifestCache()}).scan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	walked, err := (&scanner{d: walkOnly{reg.driver}, conc: 4, cache: NewManifestCache()}).scan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fast.Repositories) != 4 {
+		t.Fatalf("found %d repositories; want app, nested/deeper/app, multi and uploading", len(fast.Repositories))
+	}
+	if a, b := normalize(fast), normalize(walked); a != b {
+		t.Fatalf("listings differ:\nfast: %s\nwalk: %s", a, b)
+	}
+}

@@ -207,7 +207,11 @@ func (s *scanner) scan(ctx context.Context) (*Listing, error) {
 	}
 	for i, p := range prefixes {
 		g.Go(func() error {
-			bs, err := s.walkBlobs(gctx, p)
+			list := s.walkBlobs
+			if listsCheaply(s.d) {
+				list = s.listBlobsCheaply
+			}
+			bs, err := list(gctx, p)
 			blobParts[i] = bs
 			return err
 		})
@@ -351,49 +355,16 @@ func (s *scanner) walkRepository(ctx context.Context, name string) (*repoScan, e
 	rs := &repoScan{name: name, tagIndex: map[digest.Digest][]string{}, tags: map[string]digest.Digest{},
 		uploads: map[string]*uploadScan{}}
 
-	base := repoPath(name, "_manifests")
+	if listsCheaply(s.d) {
+		if err := s.listRepositoryCheaply(ctx, rs); err != nil {
+			return nil, fmt.Errorf("list repository %s: %w", name, err)
+		}
+	} else if err := s.walkManifestsAndLayers(ctx, rs); err != nil {
+		return nil, err
+	}
+
+	base := repoPath(name, "_uploads")
 	err := s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
-		if fi.IsDir() {
-			return nil
-		}
-		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
-		switch {
-		case len(p) == 4 && p[0] == "revisions" && p[3] == "link":
-			if d, ok := digestFromParts(p[1], p[2]); ok {
-				rs.revisions = append(rs.revisions, Link{Digest: d, Modified: fi.ModTime()})
-			}
-		case len(p) == 4 && p[0] == "tags" && p[2] == "current" && p[3] == "link":
-			rs.tagLinks = append(rs.tagLinks, p[1])
-		case len(p) == 6 && p[0] == "tags" && p[2] == "index" && p[5] == "link":
-			if d, ok := digestFromParts(p[3], p[4]); ok {
-				rs.tagIndex[d] = append(rs.tagIndex[d], p[1])
-			}
-		}
-		return nil
-	})
-	if err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("list manifests of %s: %w", name, err)
-	}
-
-	base = repoPath(name, "_layers")
-	err = s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
-		if fi.IsDir() {
-			return nil
-		}
-		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
-		if len(p) == 3 && p[2] == "link" {
-			if d, ok := digestFromParts(p[0], p[1]); ok {
-				rs.layers = append(rs.layers, Link{Digest: d, Modified: fi.ModTime()})
-			}
-		}
-		return nil
-	})
-	if err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("list layer links of %s: %w", name, err)
-	}
-
-	base = repoPath(name, "_uploads")
-	err = s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
 		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
 		u := rs.uploads[p[0]]
 		if u == nil {
@@ -420,6 +391,52 @@ func (s *scanner) walkRepository(ctx context.Context, name string) (*repoScan, e
 		u.started = u.newest
 	}
 	return rs, nil
+}
+
+// walkManifestsAndLayers lists a repository's revisions, tags and layer
+// links with the driver's Walk.
+func (s *scanner) walkManifestsAndLayers(ctx context.Context, rs *repoScan) error {
+	base := repoPath(rs.name, "_manifests")
+	err := s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			return nil
+		}
+		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
+		switch {
+		case len(p) == 4 && p[0] == "revisions" && p[3] == "link":
+			if d, ok := digestFromParts(p[1], p[2]); ok {
+				rs.revisions = append(rs.revisions, Link{Digest: d, Modified: fi.ModTime()})
+			}
+		case len(p) == 4 && p[0] == "tags" && p[2] == "current" && p[3] == "link":
+			rs.tagLinks = append(rs.tagLinks, p[1])
+		case len(p) == 6 && p[0] == "tags" && p[2] == "index" && p[5] == "link":
+			if d, ok := digestFromParts(p[3], p[4]); ok {
+				rs.tagIndex[d] = append(rs.tagIndex[d], p[1])
+			}
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("list manifests of %s: %w", rs.name, err)
+	}
+
+	base = repoPath(rs.name, "_layers")
+	err = s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			return nil
+		}
+		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
+		if len(p) == 3 && p[2] == "link" {
+			if d, ok := digestFromParts(p[0], p[1]); ok {
+				rs.layers = append(rs.layers, Link{Digest: d, Modified: fi.ModTime()})
+			}
+		}
+		return nil
+	})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("list layer links of %s: %w", rs.name, err)
+	}
+	return nil
 }
 
 func (s *scanner) readTag(ctx context.Context, repo, tag string) (digest.Digest, error) {

@@ -52,7 +52,8 @@ func TestSeedIsCollectable(t *testing.T) {
 //
 //	GOBIN=$HOME/.cache/berth-bench go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 //
-// BERTH_GC_BENCH_IMAGES sets the image count (default 1000).
+// BERTH_GC_BENCH_IMAGES sets the image count (default 1000), BERTH_GC_BENCH_ROUNDS
+// the rounds (default 3; the median is reported).
 func TestBenchmarkAgainstUpstream(t *testing.T) {
 	if os.Getenv("BERTH_GC_BENCH") != "1" {
 		t.Skip("benchmark: set BERTH_GC_BENCH=1 to run")
@@ -90,7 +91,12 @@ func TestBenchmarkAgainstUpstream(t *testing.T) {
 		return p
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	const rounds = 3
+	rounds := 3
+	if s := os.Getenv("BERTH_GC_BENCH_ROUNDS"); s != "" {
+		if rounds, err = strconv.Atoi(s); err != nil || rounds < 1 {
+			t.Fatalf("BERTH_GC_BENCH_ROUNDS=%q", s)
+		}
+	}
 	var upstream, offline, leased, window []time.Duration
 	var upRoot, offRoot, leaseRoot string
 	for i := range rounds {
@@ -114,6 +120,8 @@ func TestBenchmarkAgainstUpstream(t *testing.T) {
 			t.Fatal(err)
 		}
 		offline = append(offline, rep.Duration)
+		t.Logf("round %d offline: listing %s, sweeping %s, removed %d manifests %d blobs", i,
+			rep.Listing.Round(time.Millisecond), rep.Sweeping.Round(time.Millisecond), rep.ManifestsRemoved, rep.BlobsRemoved)
 
 		// With the lease, as `berth gc` runs against a live registry: one
 		// in-process replica acknowledges.
@@ -132,6 +140,8 @@ func TestBenchmarkAgainstUpstream(t *testing.T) {
 			t.Fatal(err)
 		}
 		leased = append(leased, rep.Duration)
+		t.Logf("round %d lease: listing %s, sweeping %s, read-only %s", i,
+			rep.Listing.Round(time.Millisecond), rep.Sweeping.Round(time.Millisecond), rep.ReadOnly.Round(time.Millisecond))
 		window = append(window, rep.ReadOnly)
 	}
 
