@@ -29,7 +29,7 @@ func TestDescribe(t *testing.T) {
 			name: "artifact type wins over config media type",
 			body: `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sig",` +
 				`"config":{"mediaType":"application/vnd.oci.empty.v1+json"},"annotations":{"a":"b"},` + subj + `}`,
-			want: v1.Descriptor{MediaType: v1.MediaTypeImageManifest, ArtifactType: "application/vnd.example.sig", Annotations: map[string]string{"a": "b"}},
+			want:        v1.Descriptor{MediaType: v1.MediaTypeImageManifest, ArtifactType: "application/vnd.example.sig", Annotations: map[string]string{"a": "b"}},
 			wantSubject: subject,
 		},
 		{
