@@ -26,7 +26,7 @@ func main() {
 	fs.IntVar(&o.Reps, "reps", 3, "repetitions of each workload; the median is reported")
 	fs.StringVar(&o.JSONPath, "json", "", "write the JSON results here (default: a new file in $TMPDIR)")
 	fs.StringVar(&o.CacheDir, "cache", "", "where built binaries are kept between runs (default: $XDG_CACHE_HOME/berth-bench)")
-	fs.StringVar(&o.WorkDir, "work", "", "where the run's scratch storage goes (default: $TMPDIR)")
+	fs.StringVar(&o.WorkDir, "work", "", "where the run's scratch storage goes (default: /dev/shm when it has room, else $TMPDIR)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the scratch directory (storage and server logs) for inspection")
 	fs.StringVar(&o.BerthBin, "berth", "", "use this berth binary instead of building ./cmd/berth")
 	fs.StringVar(&o.UpstreamBin, "registry", "", "use this upstream registry binary instead of installing "+servers.UpstreamVersion)

@@ -57,7 +57,11 @@ func (b *bench) prune(ctx context.Context) {
 	if err == nil {
 		err = os.WriteFile(policy, []byte(prunePolicy(b.sz.PruneKeep)), 0o644)
 	}
-	b.compare(ctx, mPrune, dir, snapshot, err, cs, func(ctx context.Context, c contender, runDir, root string) (time.Duration, error) {
+	var before workload.Census
+	if err == nil {
+		before, err = workload.TakeCensus(snapshot)
+	}
+	b.compare(ctx, mPrune, dir, snapshot, err, cs, workload.LinkTree, func(ctx context.Context, c contender, runDir, root string) (time.Duration, error) {
 		srv, err := servers.StartOn(ctx, spec, runDir, root, nil)
 		if err != nil {
 			return 0, err
@@ -73,6 +77,22 @@ func (b *bench) prune(ctx context.Context) {
 		}
 		return el, nil
 	})
+	if err != nil {
+		return
+	}
+	// The runs shared the snapshot's files through hard links; had anything
+	// written into one, later runs would have started from other data.
+	after, err := workload.TakeCensus(snapshot)
+	if err == nil && after != before {
+		err = fmt.Errorf("the shared snapshot changed during the runs (%+v, was %+v): results are void", after, before)
+	}
+	if err != nil {
+		for _, c := range cs {
+			if c.na == "" {
+				b.res.Fail(mPrune, c.name, err)
+			}
+		}
+	}
 }
 
 func (b *bench) setupPrune(ctx context.Context, dir string, spec servers.Spec) (string, error) {
@@ -121,7 +141,7 @@ func (b *bench) gc(ctx context.Context) {
 		{name: gDebian, na: b.bin.debianNA, run: registryGC(servers.Debian, b.bin.debian)},
 	}
 	snapshot, want, err := b.setupGC(ctx, dir)
-	b.compare(ctx, mGC, dir, snapshot, err, cs, func(ctx context.Context, c contender, runDir, root string) (time.Duration, error) {
+	b.compare(ctx, mGC, dir, snapshot, err, cs, workload.CopyTree, func(ctx context.Context, c contender, runDir, root string) (time.Duration, error) {
 		start := time.Now()
 		if err := c.run(ctx, root, runDir); err != nil {
 			return 0, err
@@ -164,8 +184,10 @@ func (b *bench) setupGC(ctx context.Context, dir string) (string, int, error) {
 }
 
 // compare runs every available contender once per rep, in rotated order,
-// each on its own fresh copy of snapshot, and records the times.
+// each on its own fresh copy of snapshot made by copyTree, and records the
+// times.
 func (b *bench) compare(ctx context.Context, metric, dir, snapshot string, setupErr error, cs []contender,
+	copyTree func(ctx context.Context, src, dst string) error,
 	once func(ctx context.Context, c contender, runDir, root string) (time.Duration, error)) {
 	var avail []contender
 	for _, c := range cs {
@@ -190,7 +212,7 @@ func (b *bench) compare(ctx context.Context, metric, dir, snapshot string, setup
 					return 0, err
 				}
 				root := filepath.Join(runDir, "data")
-				if err := workload.CopyTree(ctx, snapshot, root); err != nil {
+				if err := copyTree(ctx, snapshot, root); err != nil {
 					return 0, err
 				}
 				d, err := once(ctx, c, runDir, root)

@@ -22,7 +22,8 @@ type options struct {
 	// $TMPDIR (results are never written into the repository by default).
 	JSONPath string
 	CacheDir string
-	// WorkDir is where the run's scratch directory is made (default $TMPDIR).
+	// WorkDir is where the run's scratch directory is made (default
+	// /dev/shm when it has room, else $TMPDIR).
 	WorkDir string
 	Keep    bool
 	// Binaries; empty means build berth, install upstream, look for Debian's.
@@ -71,6 +72,9 @@ func run(ctx context.Context, o options) (*report.Doc, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.WorkDir == "" {
+		o.WorkDir = defaultWorkDir(o.Short)
+	}
 	work, err := os.MkdirTemp(o.WorkDir, "berth-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("scratch dir: %w", err)
@@ -82,15 +86,17 @@ func run(ctx context.Context, o options) (*report.Doc, error) {
 	}
 	b := &bench{o: o, sz: sizesFor(o.Short), res: report.NewResults(), bin: bin, work: work, log: o.Log, big: map[int]bigInfo{}}
 
-	b.serverWorkloads(ctx)
-	b.prune(ctx)
-	b.gc(ctx)
+	for _, phase := range []func(context.Context){b.serverWorkloads, b.prune, b.gc} {
+		if ctx.Err() == nil {
+			phase(ctx)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("interrupted: %w", err)
 	}
 
 	doc := &report.Doc{
-		Machine: machine(), Started: started, Duration: time.Since(started), Short: o.Short, Reps: o.Reps,
+		Machine: machine(), Storage: describeStorage(o.WorkDir), Started: started, Duration: time.Since(started), Short: o.Short, Reps: o.Reps,
 		Subjects: bin.subjects, Rows: b.res.Rows(rowSpecs(b.sz)), Notes: b.res.Notes(),
 	}
 	if err := doc.Markdown(o.Out); err != nil {

@@ -190,7 +190,9 @@ type Subject struct {
 
 // Doc is a whole run's output.
 type Doc struct {
-	Machine  Machine       `json:"machine"`
+	Machine Machine `json:"machine"`
+	// Storage is the filesystem the registries stored into.
+	Storage  string        `json:"storage,omitempty"`
 	Started  time.Time     `json:"started"`
 	Duration time.Duration `json:"duration_ns"`
 	Short    bool          `json:"short"`
@@ -225,7 +227,11 @@ func (d *Doc) Markdown(w io.Writer) error {
 	if d.Short {
 		size = "short (tiny sizes, figures meaningless)"
 	}
-	fmt.Fprintf(&b, "machine: %s · median of %d reps · %s\n\n", d.Machine, d.Reps, size)
+	fmt.Fprintf(&b, "machine: %s · median of %d reps · %s\n", d.Machine, d.Reps, size)
+	if d.Storage != "" {
+		fmt.Fprintf(&b, "storage: %s\n", d.Storage)
+	}
+	b.WriteString("\n")
 	b.WriteString("| workload | unit | berth side | value | peer | value | berth/peer |\n")
 	b.WriteString("|---|---|---|---:|---|---:|---:|\n")
 	for _, r := range d.Rows {
