@@ -169,13 +169,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	deleted := rep.ManifestsRemoved+rep.BlobsRemoved+rep.LayerLinksRemoved > 0
 	var problems []string
+	// Once something is deleted the caches must be flushed even if gc is
+	// being interrupted: a stale descriptor makes a re-push skip uploading.
+	fctx := context.WithoutCancel(ctx)
 	if deleted && o.FlushRedis != nil {
-		if err := o.FlushRedis(ctx); err != nil {
+		cctx, cancel := context.WithTimeout(fctx, time.Minute)
+		err := o.FlushRedis(cctx)
+		cancel()
+		if err != nil {
 			problems = append(problems, fmt.Sprintf("flush the Redis blob-descriptor cache (it may still list deleted blobs until flushed): %v", err))
 		}
 	}
 	if deleted && lease != nil {
-		if err := lease.Flush(ctx); err != nil {
+		if err := lease.Flush(fctx); err != nil {
 			problems = append(problems, fmt.Sprintf("flush the replicas' in-memory caches (they may still list deleted blobs until restarted): %v", err))
 		}
 	}

@@ -314,3 +314,39 @@ func TestLostDeadline(t *testing.T) {
 		})
 	}
 }
+
+func TestAbandonedLeaseFlushesCaches(t *testing.T) {
+	backends(t, func(t *testing.T, newBackend func() Backend) {
+		ctx := context.Background()
+		b := newBackend()
+		var local, shared atomic.Int64
+		hooks := Hooks{
+			FlushCache:  func(context.Context) error { local.Add(1); return nil },
+			FlushShared: func(context.Context) error { shared.Add(1); return nil },
+		}
+		r := startReplica(t, b, "r", hooks, testReplicaOpts())
+		eventually(t, 5*time.Second, "replica writable", func() bool { return writable(r) })
+
+		// A lease that is released leaves the caches alone (gc flushed them).
+		l, err := testCoordinator(b, "gc").Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "writable after release", func() bool { return writable(r) })
+		if local.Load() != 0 || shared.Load() != 0 {
+			t.Fatalf("released lease flushed caches: local %d shared %d", local.Load(), shared.Load())
+		}
+
+		// A gc killed after deleting: nobody releases, nobody flushed.
+		if _, err := b.Acquire(ctx, "killed-gc", testTTL); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the replica sees the lease", func() bool { return !writable(r) })
+		eventually(t, 10*time.Second, "caches flushed once the abandoned lease expired", func() bool {
+			return local.Load() == 1 && shared.Load() == 1
+		})
+	})
+}

@@ -17,6 +17,7 @@ type Local struct {
 	epoch    uint64
 	expires  time.Time // zero when no lease has ever existed
 	flushGen uint64
+	released uint64
 	replicas map[string]localReplica
 	wake     chan struct{}
 }
@@ -57,7 +58,7 @@ func (l *Local) State(ctx context.Context) (State, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	st := State{Epoch: l.epoch, FlushGen: l.flushGen}
+	st := State{Epoch: l.epoch, FlushGen: l.flushGen, Released: l.released}
 	if l.activeLocked(now) {
 		st.Active, st.Expires, st.Holder = true, l.expires, l.holder
 	}
@@ -78,7 +79,7 @@ func (l *Local) Acquire(ctx context.Context, holder string, ttl time.Duration) (
 	l.epoch++
 	l.holder, l.expires = holder, now.Add(ttl)
 	l.broadcastLocked()
-	return State{Active: true, Epoch: l.epoch, FlushGen: l.flushGen, Expires: l.expires, Holder: holder}, nil
+	return State{Active: true, Epoch: l.epoch, FlushGen: l.flushGen, Expires: l.expires, Holder: holder, Released: l.released}, nil
 }
 
 func (l *Local) ownsLocked(holder string, epoch uint64) bool {
@@ -109,7 +110,7 @@ func (l *Local) Release(ctx context.Context, holder string, epoch uint64) error 
 	if !l.ownsLocked(holder, epoch) {
 		return ErrLeaseLost
 	}
-	l.holder, l.expires = "", time.Time{}
+	l.holder, l.expires, l.released = "", time.Time{}, epoch
 	l.broadcastLocked()
 	return nil
 }

@@ -25,6 +25,10 @@ type State struct {
 	Expires time.Time `json:"expires"`
 	// Holder names the gc run holding the lease (for logs and status pages).
 	Holder string `json:"holder,omitempty"`
+	// Released is the epoch of the last lease that ended by Release. A lease
+	// that ended any other way was abandoned: its gc may have deleted blobs
+	// without flushing caches, so replicas flush them themselves.
+	Released uint64 `json:"released"`
 }
 
 // Hooks are what a Replica needs from the server it guards.
@@ -35,4 +39,8 @@ type Hooks struct {
 	InFlightWrites func() int64
 	// FlushCache drops the replica's in-memory blob-descriptor cache.
 	FlushCache func(ctx context.Context) error
+	// FlushShared drops the shared (Redis) blob-descriptor cache. It is
+	// called, with FlushCache, when a lease ends without being released:
+	// gc died, possibly after deleting and before flushing. Optional.
+	FlushShared func(ctx context.Context) error
 }

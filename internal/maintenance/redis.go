@@ -19,6 +19,7 @@ import (
 //	<prefix>{maintenance}:lease     "<epoch>|<holder>" with a TTL (PX)
 //	<prefix>{maintenance}:epoch     counter, one per lease
 //	<prefix>{maintenance}:flushgen  counter, one per gc flush
+//	<prefix>{maintenance}:released  epoch of the last lease ended by Release
 //	<prefix>{maintenance}:replicas  sorted set: replica id -> heartbeat expiry (Redis ms)
 //	<prefix>{maintenance}:acks      hash: replica id -> "<epoch> <flushgen>"
 //
@@ -26,8 +27,8 @@ import (
 // lease expiry is reported as the remaining TTL, so machines never compare
 // their wall clocks.
 type Redis struct {
-	c                                         redis.UniversalClient
-	lease, epoch, flushGen, replicas, ackHash string
+	c                                                   redis.UniversalClient
+	lease, epoch, flushGen, released, replicas, ackHash string
 }
 
 var _ Backend = (*Redis)(nil)
@@ -35,7 +36,7 @@ var _ Backend = (*Redis)(nil)
 // NewRedis returns a Backend on c with keys under prefix (berth uses "berth:").
 func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 	k := func(s string) string { return prefix + "{maintenance}:" + s }
-	return &Redis{c: c, lease: k("lease"), epoch: k("epoch"), flushGen: k("flushgen"),
+	return &Redis{c: c, lease: k("lease"), epoch: k("epoch"), flushGen: k("flushgen"), released: k("released"),
 		replicas: k("replicas"), ackHash: k("acks")}
 }
 
@@ -46,7 +47,8 @@ local v = redis.call('GET', KEYS[1]) or ''
 local ttl = redis.call('PTTL', KEYS[1])
 local e = redis.call('GET', KEYS[2]) or '0'
 local f = redis.call('GET', KEYS[3]) or '0'
-return {v, ttl, e, f}
+local r = redis.call('GET', KEYS[4]) or '0'
+return {v, ttl, e, f, r}
 `)
 
 var acquireScript = redis.NewScript(`
@@ -69,6 +71,7 @@ return 0
 
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -165,12 +168,12 @@ func toUint64(v any) (uint64, error) {
 
 // State implements Backend.
 func (r *Redis) State(ctx context.Context) (State, error) {
-	res, err := stateScript.Run(ctx, r.c, []string{r.lease, r.epoch, r.flushGen}).Slice()
+	res, err := stateScript.Run(ctx, r.c, []string{r.lease, r.epoch, r.flushGen, r.released}).Slice()
 	if err != nil {
 		return State{}, fmt.Errorf("read maintenance state from redis: %w", err)
 	}
 	now := time.Now()
-	if len(res) != 4 {
+	if len(res) != 5 {
 		return State{}, fmt.Errorf("read maintenance state from redis: unexpected reply %v", res)
 	}
 	var st State
@@ -179,6 +182,9 @@ func (r *Redis) State(ctx context.Context) (State, error) {
 	}
 	if st.FlushGen, err = toUint64(res[3]); err != nil {
 		return State{}, fmt.Errorf("read maintenance flush generation: %w", err)
+	}
+	if st.Released, err = toUint64(res[4]); err != nil {
+		return State{}, fmt.Errorf("read released maintenance epoch: %w", err)
 	}
 	v := toString(res[0])
 	ttl, err := toInt64(res[1])
@@ -245,7 +251,7 @@ func (r *Redis) Renew(ctx context.Context, holder string, epoch uint64, ttl time
 
 // Release implements Backend.
 func (r *Redis) Release(ctx context.Context, holder string, epoch uint64) error {
-	n, err := releaseScript.Run(ctx, r.c, []string{r.lease}, leaseValue(holder, epoch)).Int64()
+	n, err := releaseScript.Run(ctx, r.c, []string{r.lease, r.released}, leaseValue(holder, epoch), epoch).Int64()
 	if err != nil {
 		return fmt.Errorf("release maintenance lease in redis: %w", err)
 	}

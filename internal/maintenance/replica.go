@@ -83,6 +83,7 @@ type Replica struct {
 	writes  atomic.Int64  // writes admitted through AdmitWrite and not done
 	kick    chan struct{} // the last admitted write finished
 	applied uint64        // flush generation applied; Run's goroutine only
+	seen    uint64        // epoch of the lease last seen active; Run's goroutine only
 	failing bool          // last backend call failed; Run's goroutine only
 }
 
@@ -213,6 +214,22 @@ func (r *Replica) tick(ctx context.Context) {
 	// Publish before reading the in-flight count (see AdmitWrite).
 	r.snap.Store(&snapshot{refuse: st.Active, until: st.Expires, state: st})
 
+	if r.seen != 0 && (!st.Active || st.Epoch != r.seen) {
+		// The lease we saw has ended. If it was not released, its gc died,
+		// maybe between deleting blobs and flushing caches.
+		if st.Released != r.seen {
+			if err := r.flushAbandoned(ctx); err != nil {
+				r.noteFailure("flushing caches after an abandoned lease", err)
+				return // r.seen stays, so the next poll tries again
+			}
+			r.log.Warn("maintenance lease ended without release (gc died?); blob-descriptor caches flushed", "epoch", r.seen)
+		}
+		r.seen = 0
+	}
+	if st.Active {
+		r.seen = st.Epoch
+	}
+
 	if st.FlushGen != r.applied {
 		if r.hooks.FlushCache != nil {
 			if err := r.hooks.FlushCache(ctx); err != nil {
@@ -238,6 +255,18 @@ func (r *Replica) tick(ctx context.Context) {
 		r.failing = false
 		r.log.Info("maintenance backend reachable again")
 	}
+}
+
+func (r *Replica) flushAbandoned(ctx context.Context) error {
+	if r.hooks.FlushCache != nil {
+		if err := r.hooks.FlushCache(ctx); err != nil {
+			return err
+		}
+	}
+	if r.hooks.FlushShared != nil {
+		return r.hooks.FlushShared(ctx)
+	}
+	return nil
 }
 
 // noteFailure logs the first failure of a streak at Warn and the rest at
