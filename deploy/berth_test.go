@@ -116,10 +116,6 @@ func TestCommandLinesParse(t *testing.T) {
 				t.Run(dir+"/"+p.Owner, func(t *testing.T) {
 					root := cli.NewRoot()
 					cmd, rest, err := root.Find(c.Args)
-					if (err != nil || cmd == root) && (c.Args[0] == "gc" || c.Args[0] == "prune") {
-						// TODO(deploy): drop once internal/cli registers `berth gc` and `berth prune`.
-						t.Skipf("berth %s is not registered in internal/cli yet: %v", c.Args[0], err)
-					}
 					if err != nil || cmd == root {
 						t.Fatalf("berth %s: unknown command (%v)", strings.Join(c.Args, " "), err)
 					}
