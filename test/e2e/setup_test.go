@@ -99,6 +99,9 @@ func repoRoot(t *testing.T) string {
 func deploy(t *testing.T, o deployOptions) *env {
 	t.Helper()
 	cfg, cs := requireCluster(t)
+	// Tests share nothing but the cluster; most of their time is spent
+	// waiting for pods, so they overlap (-test.parallel bounds how many).
+	t.Parallel()
 	name := strings.ToLower(strings.TrimPrefix(t.Name(), "Test"))
 	if len(name) > 30 {
 		name = name[:30]
