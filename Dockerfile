@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # The same image as `make image` (tools/mkimage), for hosts with Docker:
 #   docker build -t berth .
-#   docker run -p 5000:5000 berth serve --addr 0.0.0.0:5000 --htpasswd /etc/berth/htpasswd
+#   docker run -p 5000:5000 -v "$PWD/htpasswd:/etc/berth/htpasswd:ro" -v berth-data:/var/lib/berth \
+#     berth serve --addr 0.0.0.0:5000 --htpasswd /etc/berth/htpasswd
+# (plain `serve` listens on 127.0.0.1 only, which a container port cannot reach).
 # A static binary on distroless/static: CA roots, /etc/passwd with the
 # nonroot user 65532, /tmp; no shell, no libc.
 FROM golang:1.26 AS build
