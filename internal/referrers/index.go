@@ -99,7 +99,7 @@ const (
 	// DefaultMaxBytes keeps a page well below the 4 MiB clients accept for
 	// an index.
 	DefaultMaxBytes = 2 << 20
-	readConcurrency = 32
+	readConcurrency = 64
 )
 
 // Page is one page of a referrers list, in digest order.
@@ -141,6 +141,10 @@ func entryNames(ctx context.Context, d driver.StorageDriver, repo string, subjec
 // List returns a page of subject's referrers in repo. A referrer whose
 // manifest is no longer linked into repo is left out.
 func List(ctx context.Context, d driver.StorageDriver, repo string, subject digest.Digest, q Query) (Page, error) {
+	return list(ctx, d, nil, repo, subject, q)
+}
+
+func list(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject digest.Digest, q Query) (Page, error) {
 	names, err := entryNames(ctx, d, repo, subject)
 	if err != nil {
 		return Page{}, err
@@ -157,7 +161,7 @@ func List(ctx context.Context, d driver.StorageDriver, repo string, subject dige
 	// with a filter, how many entries it takes is unknown up front.
 	for start := 0; start < len(names); start += readConcurrency {
 		chunk := names[start:min(start+readConcurrency, len(names))]
-		descs, err := readEntries(ctx, d, repo, subject, chunk)
+		descs, err := readEntries(ctx, d, c, repo, subject, chunk)
 		if err != nil {
 			return Page{}, err
 		}
@@ -206,7 +210,7 @@ func encodedSize(desc v1.Descriptor) int {
 
 // readEntries reads the entries for refs in parallel; a nil result is an
 // entry that vanished, does not parse, or whose referrer is gone.
-func readEntries(ctx context.Context, d driver.StorageDriver, repo string, subject digest.Digest, refs []digest.Digest) ([]*v1.Descriptor, error) {
+func readEntries(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject digest.Digest, refs []digest.Digest) ([]*v1.Descriptor, error) {
 	out := make([]*v1.Descriptor, len(refs))
 	errs := make([]error, len(refs))
 	var wg sync.WaitGroup
@@ -214,26 +218,32 @@ func readEntries(ctx context.Context, d driver.StorageDriver, repo string, subje
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], errs[i] = readEntry(ctx, d, repo, subject, ref)
+			out[i], errs[i] = readEntry(ctx, d, c, repo, subject, ref)
 		}()
 	}
 	wg.Wait()
 	return out, errors.Join(errs...)
 }
 
-func readEntry(ctx context.Context, d driver.StorageDriver, repo string, subject, ref digest.Digest) (*v1.Descriptor, error) {
-	b, err := d.GetContent(ctx, EntryPath(repo, subject, ref))
-	if err != nil {
-		if isNotFound(err) {
+func readEntry(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject, ref digest.Digest) (*v1.Descriptor, error) {
+	p := EntryPath(repo, subject, ref)
+	desc, ok := c.get(p)
+	if !ok {
+		b, err := d.GetContent(ctx, p)
+		if err != nil {
+			if isNotFound(err) {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("read referrer %s of %s in %s: %w", ref, subject, repo, err)
+		}
+		if err := json.Unmarshal(b, &desc); err != nil || desc.Digest != ref {
+			// Not an entry berth wrote; a rebuild replaces it.
 			return nil, nil
 		}
-		return nil, fmt.Errorf("read referrer %s of %s in %s: %w", ref, subject, repo, err)
+		c.put(p, desc)
 	}
-	var desc v1.Descriptor
-	if err := json.Unmarshal(b, &desc); err != nil || desc.Digest != ref {
-		// Not an entry berth wrote; a rebuild replaces it.
-		return nil, nil
-	}
+	// The entry outlives its referrer when the manifest is deleted behind
+	// berth's back; the revision link is the truth.
 	if _, err := d.Stat(ctx, digests.LinkPath(repo, digests.Manifest, ref)); err != nil {
 		if isNotFound(err) {
 			return nil, nil
@@ -241,4 +251,36 @@ func readEntry(ctx context.Context, d driver.StorageDriver, repo string, subject
 		return nil, fmt.Errorf("check referrer %s in %s: %w", ref, repo, err)
 	}
 	return &desc, nil
+}
+
+// entryCache keeps decoded entries. An entry describes an immutable
+// manifest, so it never goes stale; whether it is still listed is decided
+// by storage on every read. A nil cache caches nothing.
+type entryCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]v1.Descriptor
+}
+
+func (c *entryCache) get(p string) (v1.Descriptor, bool) {
+	if c == nil {
+		return v1.Descriptor{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[p]
+	return d, ok
+}
+
+func (c *entryCache) put(p string, d v1.Descriptor) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= c.max {
+		// Bounded the simple way: start over.
+		c.m = make(map[string]v1.Descriptor)
+	}
+	c.m[p] = d
 }

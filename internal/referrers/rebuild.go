@@ -266,6 +266,9 @@ func Migrate(ctx context.Context, d driver.StorageDriver, concurrency int, progr
 	return total, nil
 }
 
+// entryCacheSize bounds the decoded entries an Index keeps (about 300 bytes each).
+const entryCacheSize = 100_000
+
 // Index serves listings, building a repository's index the first time it
 // is asked for one (once per process and repository, and once at a time).
 type Index struct {
@@ -274,6 +277,8 @@ type Index struct {
 
 	group   singleflight.Group
 	indexed sync.Map // repo → true
+	once    sync.Once
+	entries *entryCache
 }
 
 // Ensure builds repo's index unless storage says it was built. A
@@ -314,5 +319,6 @@ func (x *Index) List(ctx context.Context, repo string, subject digest.Digest, q 
 	if err := x.Ensure(ctx, repo); err != nil {
 		return Page{}, err
 	}
-	return List(ctx, x.Driver, repo, subject, q)
+	x.once.Do(func() { x.entries = &entryCache{max: entryCacheSize} })
+	return list(ctx, x.Driver, x.entries, repo, subject, q)
 }
