@@ -33,6 +33,7 @@ func BenchmarkPrune(b *testing.B) {
 			quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 			b.Logf("storage root %s", reg.Root)
 			var plan, del time.Duration
+			var retries int64
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				seedBench(b, reg, 100, 100, 5)
@@ -44,16 +45,18 @@ func BenchmarkPrune(b *testing.B) {
 				if rep.Deleted != 9000 {
 					b.Fatalf("deleted %d, want 9000", rep.Deleted)
 				}
+				retries += rep.Retries
 				plan += rep.ListDuration
 				del += rep.DeleteDuration
 			}
 			b.ReportMetric(plan.Seconds()/float64(b.N), "plan-s/op")
 			b.ReportMetric(del.Seconds()/float64(b.N), "delete-s/op")
+			b.ReportMetric(float64(retries)/float64(b.N), "retries/op")
 		})
 	}
 }
 
-func seedBench(b *testing.B, reg *registry, repos, tagsPerRepo, images int) {
+func seedBench(b testing.TB, reg *registry, repos, tagsPerRepo, images int) {
 	b.Helper()
 	imgs := make([]v1.Image, images)
 	for i := range imgs {

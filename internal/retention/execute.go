@@ -67,12 +67,27 @@ func newResults(plan *Plan, status Status, reason string) [][]Result {
 func execute(ctx context.Context, plan *Plan, api deleteAPI, concurrency int, bar progress.Bar, log *slog.Logger) execution {
 	ex := execution{results: newResults(plan, StatusNotAttempted, "")}
 	type job struct{ repo, tag int }
-	var jobs []job
+	// Round-robin over repositories, so concurrent deletes land in
+	// different storage directories instead of contending for one.
+	perRepo := make([][]job, len(plan.Repositories))
 	for ri, rp := range plan.Repositories {
 		for ti, tp := range rp.Tags {
 			if tp.Action == ActionDelete {
-				jobs = append(jobs, job{ri, ti})
+				perRepo[ri] = append(perRepo[ri], job{ri, ti})
 			}
+		}
+	}
+	var jobs []job
+	for round := 0; ; round++ {
+		added := false
+		for _, js := range perRepo {
+			if round < len(js) {
+				jobs = append(jobs, js[round])
+				added = true
+			}
+		}
+		if !added {
+			break
 		}
 	}
 
