@@ -444,6 +444,10 @@ func (o *oci11) unlinkBlob(ctx context.Context, repo string, deleted, canonical 
 // name to itself, a blob that does not exist) and links the alias.
 func (o *oci11) startUpload(w http.ResponseWriter, r *http.Request, rt apiPath) {
 	q := r.URL.Query()
+	if !q.Has("mount") && q.Get("digest") != "" {
+		o.postOnly(w, r, rt, q)
+		return
+	}
 	alias, isAlias := aliasDigest(q.Get("mount"))
 	from := q.Get("from")
 	if !isAlias || from == "" {
@@ -477,6 +481,91 @@ func (o *oci11) startUpload(w http.ResponseWriter, r *http.Request, rt apiPath) 
 		return status, nil
 	}
 	o.next.ServeHTTP(hw, r)
+}
+
+// maxPostOnly is the largest blob berth takes in a single POST; larger
+// ones get the upload session the spec lets a registry answer with (202),
+// and the client sends the blob again with PUT.
+const maxPostOnly = 32 << 20
+
+// postOnly takes a whole blob in the POST that starts its upload
+// (POST /v2/<name>/blobs/uploads/?digest=<digest> with the blob as body),
+// which Distribution does not support. The blob is verified before anything
+// is written, then stored through Distribution as an upload session closed
+// by a PUT, so Distribution authorizes, stores and links it as usual.
+func (o *oci11) postOnly(w http.ResponseWriter, r *http.Request, rt apiPath, q url.Values) {
+	d, err := digest.Parse(q.Get("digest"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "DIGEST_INVALID", fmt.Sprintf("invalid digest %q: %v", q.Get("digest"), err), 0)
+		return
+	}
+	q.Del("digest")
+	if r.ContentLength < 0 || r.ContentLength > maxPostOnly {
+		o.next.ServeHTTP(w, withPath(r, r.URL.Path, q.Encode()))
+		return
+	}
+	if !o.authorize(w, r, rt.name, "pull", "push") {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BLOB_UPLOAD_INVALID", "cannot read the blob: "+err.Error(), 0)
+		return
+	}
+	if int64(len(body)) != r.ContentLength {
+		writeError(w, http.StatusBadRequest, "SIZE_INVALID", "the blob's length does not match Content-Length", 0)
+		return
+	}
+	if d.Algorithm().FromBytes(body) != d {
+		writeError(w, http.StatusBadRequest, "DIGEST_INVALID", "the blob does not match digest "+d.String(), 0)
+		return
+	}
+
+	start := withPath(r, r.URL.Path, q.Encode())
+	start.Body, start.ContentLength = http.NoBody, 0
+	start.Header.Del("Content-Length")
+	rec := newResponseRecorder()
+	o.next.ServeHTTP(rec, start)
+	if rec.code != http.StatusAccepted {
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.code)
+		_, _ = w.Write(rec.body.Bytes())
+		return
+	}
+	loc, err := url.Parse(rec.header.Get("Location"))
+	if err != nil {
+		o.log.Error("upload session without a usable Location", "repository", rt.name, "err", err)
+		writeError(w, http.StatusInternalServerError, "UNKNOWN", "cannot start the upload", 0)
+		return
+	}
+	session := withPath(r, loc.Path, loc.RawQuery)
+	pq := loc.Query()
+	pq.Set("digest", d.String())
+	put := withPath(r, loc.Path, pq.Encode())
+	put.Method = http.MethodPut
+	put.Body, put.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	put.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	put.Header.Set("Content-Type", "application/octet-stream")
+	hw := &hookWriter{ResponseWriter: w}
+	status := 0
+	hw.hook = func(h http.Header, code int) (int, []byte) {
+		status = code
+		if code == http.StatusCreated && digests.IsAlias(d) {
+			if c, err := digest.Parse(h.Get("Docker-Content-Digest")); err == nil {
+				renameDigest(h, c, d)
+			}
+		}
+		return code, nil
+	}
+	o.next.ServeHTTP(hw, put)
+	if status != http.StatusCreated {
+		// Leave no session behind for what was refused.
+		session.Method = http.MethodDelete
+		session.Body, session.ContentLength = http.NoBody, 0
+		o.next.ServeHTTP(newResponseRecorder(), session)
+	}
 }
 
 // completeUpload answers a sha512 upload with the sha512 digest;

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -119,4 +122,46 @@ validation:
 			}
 		}
 	})
+}
+
+// TestSinglePOSTUpload pushes blobs with one POST carrying the blob, by
+// sha256 and sha512; a blob that does not match its digest is refused
+// without leaving anything in storage.
+func TestSinglePOSTUpload(t *testing.T) {
+	b := testutil.StartBerth(t, testutil.Options{})
+	content := []byte("a small config blob")
+	for _, d := range []digest.Digest{digest.FromBytes(content), digest.SHA512.FromBytes(content)} {
+		res, body := ociDo(t, http.MethodPost, b.URL+"/v2/app/blobs/uploads/?digest="+d.String(), "application/octet-stream", content)
+		if res.StatusCode != http.StatusCreated || res.Header.Get("Docker-Content-Digest") != d.String() ||
+			!strings.HasSuffix(res.Header.Get("Location"), "/v2/app/blobs/"+d.String()) {
+			t.Fatalf("POST %s: %d %v %s", d.Algorithm(), res.StatusCode, res.Header, body)
+		}
+		res, body = ociDo(t, http.MethodGet, b.URL+"/v2/app/blobs/"+d.String(), "", nil)
+		if res.StatusCode != http.StatusOK || !bytes.Equal(body, content) {
+			t.Fatalf("GET %s: %d %s", d, res.StatusCode, body)
+		}
+	}
+
+	before := storageFiles(t, b.Root)
+	res, body := ociDo(t, http.MethodPost, b.URL+"/v2/fresh/blobs/uploads/?digest="+digest.FromString("other").String(), "application/octet-stream", content)
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "DIGEST_INVALID") {
+		t.Fatalf("POST with a wrong digest: %d %s", res.StatusCode, body)
+	}
+	if after := storageFiles(t, b.Root); !slices.Equal(after, before) {
+		t.Fatalf("a refused POST changed storage:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// storageFiles lists every file and directory under root.
+func storageFiles(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		out = append(out, p)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
