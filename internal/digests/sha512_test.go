@@ -2,15 +2,18 @@ package digests_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/berth-registry/berth/internal/testutil"
 )
@@ -140,8 +143,29 @@ func (r registry) gone(kind, repo string, d digest.Digest) {
 
 // TestSHA512EndToEnd pushes, pulls, mounts and deletes blobs and manifests
 // named by sha512 through berth's API.
+// The blob-descriptor cache answers before storage, so both kinds run:
+// every name removed must leave the cache too.
 func TestSHA512EndToEnd(t *testing.T) {
-	b := testutil.StartBerth(t, testutil.Options{})
+	t.Run("memory cache", func(t *testing.T) {
+		sha512EndToEnd(t, testutil.StartBerth(t, testutil.Options{}))
+	})
+	t.Run("redis cache", func(t *testing.T) {
+		rs := testutil.StartRedis(t)
+		b := testutil.StartBerth(t, testutil.Options{Redis: rs.Addr})
+		testutil.Eventually(t, 10*time.Second, "writes allowed", func() bool {
+			refused, _ := b.Replica.WritesRefused()
+			return !refused
+		})
+		sha512EndToEnd(t, b)
+		rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+		defer rc.Close()
+		if keys, err := rc.Keys(context.Background(), "repository::*").Result(); err != nil || len(keys) == 0 {
+			t.Fatalf("the Redis cache was not used (%v)", err)
+		}
+	})
+}
+
+func sha512EndToEnd(t *testing.T, b *testutil.Berth) {
 	r := registry{t, b.URL}
 
 	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
