@@ -107,6 +107,9 @@ func (s *Server) startOnce(ctx context.Context) error {
 		redisAddr = s.Redis.Addr
 	}
 	var args []string
+	// Readiness as each server defines it: berth's /readyz on its debug
+	// listener (what a Kubernetes probe uses) as well as the API root.
+	readyURLs := []string{"http://" + addr + "/v2/"}
 	switch s.Spec.Kind {
 	case Berth:
 		debug, err := FreeAddr()
@@ -114,6 +117,7 @@ func (s *Server) startOnce(ctx context.Context) error {
 			return err
 		}
 		args = BerthArgs(addr, debug, s.Root, redisAddr)
+		readyURLs = append(readyURLs, "http://"+debug+"/readyz")
 	case Distribution, Debian:
 		cfg, err := RegistryConfig(s.Spec.Kind, addr, s.Root, redisAddr)
 		if err != nil {
@@ -137,9 +141,11 @@ func (s *Server) startOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.Spec.Name, err)
 	}
-	if err := waitReady(ctx, "http://"+addr+"/v2/", p.exited); err != nil {
-		p.kill()
-		return fmt.Errorf("%s: %w; log tail:\n%s", s.Spec.Name, err, tail(s.LogPath(), 1500))
+	for _, u := range readyURLs {
+		if err := waitReady(ctx, u, p.exited); err != nil {
+			p.kill()
+			return fmt.Errorf("%s: %w; log tail:\n%s", s.Spec.Name, err, tail(s.LogPath(), 1500))
+		}
 	}
 	s.mu.Lock()
 	s.proc, s.Addr = p, addr
