@@ -48,6 +48,8 @@ var extraCommands []func() *cobra.Command
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one kills at once.
+	go func() { <-ctx.Done(); stop() }()
 	root := NewRoot()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
