@@ -3,6 +3,7 @@ package referrers_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/berth-registry/berth/internal/referrers"
 	"github.com/berth-registry/berth/internal/testutil"
 )
 
@@ -398,5 +400,54 @@ func TestEveryReplicaAndDataFromBefore(t *testing.T) {
 	b3 := testutil.StartBerth(t, testutil.Options{Root: b1.Root})
 	if got := getReferrers(t, b3.URL, "app", subject.String(), "").Manifests; len(got) != 1 || got[0].Digest != d || got[0].ArtifactType != sigType {
 		t.Fatalf("after restart on data without an index: %+v", got)
+	}
+}
+
+// TestMigrateCommand indexes data written without berth's index, the way an
+// operator would before opening a registry written by Distribution.
+func TestMigrateCommand(t *testing.T) {
+	b := testutil.StartBerth(t, testutil.Options{})
+	r := registry{t, b.URL}
+	r.blob("app", []byte("{}"))
+	subject := digest.FromString("image")
+	m := artifactManifest(subject, sigType, "migrate")
+	r.putManifest("app", digest.FromBytes(m).String(), m)
+	b.Stop()
+	if err := os.RemoveAll(filepath.Join(b.Root, "docker/registry/v2/repositories/app/_berth")); err != nil {
+		t.Fatal(err)
+	}
+
+	run := func(args ...string) (string, error) {
+		cmd := referrers.NewMigrateCommand()
+		var out, errw bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errw)
+		cmd.SetArgs(args)
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	out, err := run("referrers", "--data-dir", b.Root, "--output", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st referrers.Stats
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if st != (referrers.Stats{Repositories: 1, Manifests: 1, Referrers: 1, Added: 1}) {
+		t.Fatalf("stats: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(b.Root, "docker/registry/v2/repositories/app/_berth/referrers-indexed")); err != nil {
+		t.Fatalf("repository not marked indexed: %v", err)
+	}
+	b2 := testutil.StartBerth(t, testutil.Options{Root: b.Root})
+	if got := getReferrers(t, b2.URL, "app", subject.String(), "").Manifests; len(got) != 1 {
+		t.Fatalf("referrers after migrate: %+v", got)
+	}
+
+	_, err = run("referrers", "--data-dir", b.Root, "--concurrency", "0")
+	var ec interface{ ExitCode() int }
+	if !errors.As(err, &ec) || ec.ExitCode() != 2 {
+		t.Fatalf("bad flag: %v, want exit status 2", err)
 	}
 }
