@@ -196,6 +196,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 
+	rep.Warnings = append(rep.Warnings, sw.warnings...)
 	rep.Errors = append(append(sw.errs, up.errs...), problems...)
 	if sw.stopErr != nil {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("stopped deleting early: %v", sw.stopErr))

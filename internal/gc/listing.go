@@ -107,6 +107,9 @@ type ManifestRef struct {
 	Repository string        `json:"repository"`
 	Digest     digest.Digest `json:"digest"`
 	MediaType  string        `json:"mediaType,omitempty"`
+	// Subject is the manifest this one refers to; its entry in the
+	// referrers index goes with it.
+	Subject digest.Digest `json:"subject,omitempty"`
 	// Tags are referrer tags (sha256-<hex>...) still pointing at it; they
 	// are deleted with it.
 	Tags     []string `json:"tags,omitempty"`

@@ -46,7 +46,7 @@ func Mark(l *Listing, p Policy) *Plan {
 			}
 			if !live[m.Digest] {
 				plan.Manifests = append(plan.Manifests, ManifestRef{Repository: repo.Name, Digest: m.Digest,
-					MediaType: m.MediaType, Tags: slices.Clone(m.Tags), TagIndex: slices.Clone(m.TagIndex)})
+					MediaType: m.MediaType, Subject: m.Subject, Tags: slices.Clone(m.Tags), TagIndex: slices.Clone(m.TagIndex)})
 				continue
 			}
 			plan.ManifestsKept++

@@ -19,8 +19,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/internal/maintenance"
+	"github.com/berth-registry/berth/internal/referrers"
 )
 
 func toDigest(h v1.Hash) digest.Digest { return digest.Digest(h.String()) }
@@ -76,6 +78,21 @@ func TestRunDeletesUntaggedAndKeepsEveryTaggedImagePullable(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// berth's referrers index (the registry here is plain Distribution, so
+	// the entries are written as berth's server would).
+	for _, e := range []struct {
+		subject v1.Hash
+		ref     v1.Hash
+	}{{oldV1Digest, sigOfOld}, {digestOf(t, v2), sigOfV2}} {
+		if err := referrers.Record(ctx, reg.driver, "app", toDigest(e.subject), ocispec.Descriptor{Digest: toDigest(e.ref)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	indexed := func(subject, ref v1.Hash) bool {
+		_, err := reg.driver.Stat(ctx, referrers.EntryPath("app", toDigest(subject), toDigest(ref)))
+		return err == nil
+	}
+
 	opts := Options{Driver: reg.driver, DeleteUntagged: true, BlobGrace: 0, DryRun: true, Concurrency: 4}
 	dry, err := Run(ctx, opts)
 	if err != nil {
@@ -126,6 +143,9 @@ func TestRunDeletesUntaggedAndKeepsEveryTaggedImagePullable(t *testing.T) {
 		if reg.exists(t, reg.digestRef(t, gone.repo, gone.d)) {
 			t.Errorf("%s@%s survived gc", gone.repo, gone.d)
 		}
+	}
+	if indexed(oldV1Digest, sigOfOld) || !indexed(digestOf(t, v2), sigOfV2) {
+		t.Errorf("referrers index after gc: collected signature still listed, or kept one dropped")
 	}
 	for _, l := range layerDigests(t, oldV1) {
 		if blobStored(t, reg.driver, l) {

@@ -8,6 +8,8 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/berth-registry/berth/internal/referrers"
 )
 
 // sweeper deletes with bounded parallelism. guard is asked before every
@@ -17,9 +19,10 @@ type sweeper struct {
 	conc  int
 	guard func() error
 
-	mu      sync.Mutex
-	stopErr error
-	errs    []string
+	mu       sync.Mutex
+	stopErr  error
+	errs     []string
+	warnings []string
 }
 
 func (s *sweeper) check(ctx context.Context) error {
@@ -36,6 +39,12 @@ func (s *sweeper) check(ctx context.Context) error {
 		s.stopErr = err
 	}
 	return err
+}
+
+func (s *sweeper) warn(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.warnings = append(s.warnings, fmt.Sprintf(format, args...))
 }
 
 func (s *sweeper) fail(format string, args ...any) {
@@ -94,7 +103,17 @@ func (s *sweeper) manifests(ctx context.Context, refs []ManifestRef) []bool {
 				return err
 			}
 		}
-		return s.deleteIfPresent(ctx, repoPath(m.Repository, "_manifests", "revisions", m.Digest.Algorithm().String(), m.Digest.Encoded()))
+		if err := s.deleteIfPresent(ctx, repoPath(m.Repository, "_manifests", "revisions", m.Digest.Algorithm().String(), m.Digest.Encoded())); err != nil {
+			return err
+		}
+		if m.Subject != "" {
+			// The referrers API already hides entries of unlinked manifests,
+			// so a failure here only leaves a harmless file behind.
+			if err := referrers.Forget(ctx, s.d, m.Repository, m.Subject, m.Digest); err != nil {
+				s.warn("%v", err)
+			}
+		}
+		return nil
 	}, func(m ManifestRef) string { return "manifest " + m.Repository + "@" + m.Digest.String() })
 }
 
