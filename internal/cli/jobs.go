@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/internal/gc"
+	"github.com/berth-registry/berth/internal/referrers"
 	"github.com/berth-registry/berth/internal/retention"
 )
 
@@ -11,5 +12,6 @@ func init() {
 	extraCommands = append(extraCommands,
 		func() *cobra.Command { return retention.NewPruneCommand() },
 		func() *cobra.Command { return gc.NewCommand() },
+		func() *cobra.Command { return referrers.NewMigrateCommand() },
 	)
 }
