@@ -24,6 +24,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"
@@ -165,8 +166,8 @@ func list(ctx context.Context, d driver.StorageDriver, c *entryCache, repo strin
 		if err != nil {
 			return Page{}, err
 		}
-		for _, desc := range descs {
-			if desc != nil && !pg.add(*desc) {
+		for _, e := range descs {
+			if e != nil && !pg.add(e.desc, e.size) {
 				return pg.page, nil
 			}
 		}
@@ -189,11 +190,10 @@ func newPager(q Query) *pager {
 
 // add offers the next descriptor; false means the page is full and the
 // descriptor belongs to a later one.
-func (p *pager) add(desc v1.Descriptor) bool {
+func (p *pager) add(desc v1.Descriptor, n int) bool {
 	if p.q.ArtifactType != "" && desc.ArtifactType != p.q.ArtifactType {
 		return true
 	}
-	n := encodedSize(desc)
 	if len(p.page.Manifests) >= p.limit || (len(p.page.Manifests) > 0 && p.size+n > p.maxBytes) {
 		p.page.More = true
 		return false
@@ -208,13 +208,18 @@ func encodedSize(desc v1.Descriptor) int {
 	return len(b) + 1
 }
 
-// readEntries reads the entries for refs in parallel; a nil result is an
-// entry that vanished, does not parse, or whose referrer is gone.
-func readEntries(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject digest.Digest, refs []digest.Digest) ([]*v1.Descriptor, error) {
-	out := make([]*v1.Descriptor, len(refs))
+// readEntries reads the entries for refs, in parallel where storage has to
+// be asked; a nil result is an entry that vanished, does not parse, or
+// whose referrer is gone.
+func readEntries(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject digest.Digest, refs []digest.Digest) ([]*cachedEntry, error) {
+	out := make([]*cachedEntry, len(refs))
 	errs := make([]error, len(refs))
 	var wg sync.WaitGroup
 	for i, ref := range refs {
+		if e, ok := c.get(EntryPath(repo, subject, ref)); ok && time.Since(e.checked) < recheck {
+			out[i] = &e
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -225,9 +230,9 @@ func readEntries(ctx context.Context, d driver.StorageDriver, c *entryCache, rep
 	return out, errors.Join(errs...)
 }
 
-func readEntry(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject, ref digest.Digest) (*v1.Descriptor, error) {
+func readEntry(ctx context.Context, d driver.StorageDriver, c *entryCache, repo string, subject, ref digest.Digest) (*cachedEntry, error) {
 	p := EntryPath(repo, subject, ref)
-	desc, ok := c.get(p)
+	e, ok := c.get(p)
 	if !ok {
 		b, err := d.GetContent(ctx, p)
 		if err != nil {
@@ -236,11 +241,11 @@ func readEntry(ctx context.Context, d driver.StorageDriver, c *entryCache, repo 
 			}
 			return nil, fmt.Errorf("read referrer %s of %s in %s: %w", ref, subject, repo, err)
 		}
-		if err := json.Unmarshal(b, &desc); err != nil || desc.Digest != ref {
+		if err := json.Unmarshal(b, &e.desc); err != nil || e.desc.Digest != ref {
 			// Not an entry berth wrote; a rebuild replaces it.
 			return nil, nil
 		}
-		c.put(p, desc)
+		e.size = encodedSize(e.desc)
 	}
 	// The entry outlives its referrer when the manifest is deleted behind
 	// berth's back; the revision link is the truth.
@@ -250,29 +255,44 @@ func readEntry(ctx context.Context, d driver.StorageDriver, c *entryCache, repo 
 		}
 		return nil, fmt.Errorf("check referrer %s in %s: %w", ref, repo, err)
 	}
-	return &desc, nil
+	e.checked = time.Now()
+	c.put(p, e)
+	return &e, nil
+}
+
+// recheck is how long a listing trusts that a cached entry's referrer is
+// still linked. Deletes through berth (the API, gc) remove the entry
+// itself and show at once on every replica; this only bounds how long a
+// manifest deleted behind berth's back stays listed.
+const recheck = 10 * time.Second
+
+type cachedEntry struct {
+	desc    v1.Descriptor
+	size    int // encoded, for the page's byte budget
+	checked time.Time
 }
 
 // entryCache keeps decoded entries. An entry describes an immutable
-// manifest, so it never goes stale; whether it is still listed is decided
-// by storage on every read. A nil cache caches nothing.
+// manifest, so its descriptor never goes stale; whether it is listed at
+// all is decided by the directory listing on every read. A nil cache
+// caches nothing.
 type entryCache struct {
 	mu  sync.Mutex
 	max int
-	m   map[string]v1.Descriptor
+	m   map[string]cachedEntry
 }
 
-func (c *entryCache) get(p string) (v1.Descriptor, bool) {
+func (c *entryCache) get(p string) (cachedEntry, bool) {
 	if c == nil {
-		return v1.Descriptor{}, false
+		return cachedEntry{}, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d, ok := c.m[p]
-	return d, ok
+	e, ok := c.m[p]
+	return e, ok
 }
 
-func (c *entryCache) put(p string, d v1.Descriptor) {
+func (c *entryCache) put(p string, e cachedEntry) {
 	if c == nil {
 		return
 	}
@@ -280,7 +300,7 @@ func (c *entryCache) put(p string, d v1.Descriptor) {
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= c.max {
 		// Bounded the simple way: start over.
-		c.m = make(map[string]v1.Descriptor)
+		c.m = make(map[string]cachedEntry)
 	}
-	c.m[p] = d
+	c.m[p] = e
 }
