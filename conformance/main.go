@@ -274,6 +274,13 @@ func (r *registry) stop() error {
 	select {
 	case err := <-r.exited:
 		r.exited <- err
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			// Distribution does not catch SIGTERM: dying of it is its clean stop.
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+				return nil
+			}
+		}
 		return err
 	case <-time.After(40 * time.Second):
 		_ = r.cmd.Process.Kill()

@@ -104,17 +104,29 @@ func (r *Report) ServerErrors() []string {
 var (
 	// berth's access log: one "request" line per response.
 	berthStatus = regexp.MustCompile(`(?m)\smsg=request\s.*\sstatus=5\d\d\b`)
-	// Distribution's: one "response completed" line per response.
-	upstreamStatus = regexp.MustCompile(`(?m)\shttp\.response\.status=5\d\d\b`)
+	// Distribution's: a "response completed with error" line per error in
+	// the response, so responses are told apart by request id.
+	upstreamStatus = regexp.MustCompile(`\shttp\.response\.status=5\d\d\b`)
+	requestID      = regexp.MustCompile(`\shttp\.request\.id=(\S+)`)
 )
 
 // CountLogServerErrors counts the 5xx responses a registry logged.
 func CountLogServerErrors(target, log string) int {
-	re := berthStatus
-	if target == "upstream" {
-		re = upstreamStatus
+	if target != "upstream" {
+		return len(berthStatus.FindAllString(log, -1))
 	}
-	return len(re.FindAllString(log, -1))
+	ids := map[string]bool{}
+	for i, line := range strings.Split(log, "\n") {
+		if !upstreamStatus.MatchString(line) {
+			continue
+		}
+		id := fmt.Sprintf("line %d", i)
+		if m := requestID.FindStringSubmatch(line); m != nil {
+			id = m[1]
+		}
+		ids[id] = true
+	}
+	return len(ids)
 }
 
 // Expected is the list of failures a run may have: name → how many cases

@@ -76,11 +76,13 @@ time=x level=INFO msg=request component=http method=GET path=/v2/status=500/x st
 	if n := CountLogServerErrors("berth", berthLog); n != 1 {
 		t.Fatalf("berth: %d 5xx, want 1 (one request, logged twice)", n)
 	}
-	upstream := `time="x" level=error msg="response completed with error" err.code=unknown http.response.status=500 vars.name=a
-time="x" level=info msg="response completed" http.response.status=201
+	upstream := `time="x" level=error msg="response completed with error" err.code=unknown http.request.id=r1 http.response.status=500 vars.name=a
+time="x" level=error msg="response completed with error" err.code=MANIFEST_BLOB_UNKNOWN http.response.status=500 http.request.id=r1
+time="x" level=error msg="response completed with error" err.code=unknown http.request.id=r2 http.response.status=500 vars.name=a
+time="x" level=info msg="response completed" http.request.id=r3 http.response.status=201
 `
-	if n := CountLogServerErrors("upstream", upstream); n != 1 {
-		t.Fatalf("upstream: %d 5xx, want 1", n)
+	if n := CountLogServerErrors("upstream", upstream); n != 2 {
+		t.Fatalf("upstream: %d 5xx, want 2 (one line per error, two requests)", n)
 	}
 }
 
