@@ -308,3 +308,45 @@ func FlushRedis(ctx context.Context, c redis.UniversalClient) error {
 	}
 	return nil
 }
+
+// Gated stops filling the cache while paused() is true. During gc's sweep a
+// pull could otherwise cache a blob that is about to be deleted, after the
+// flush gc relies on; reads still use what is cached.
+func Gated(p cache.BlobDescriptorCacheProvider, paused func() bool) cache.BlobDescriptorCacheProvider {
+	if p == nil {
+		return nil
+	}
+	return gated{BlobDescriptorCacheProvider: p, paused: paused}
+}
+
+type gated struct {
+	cache.BlobDescriptorCacheProvider
+	paused func() bool
+}
+
+func (g gated) SetDescriptor(ctx context.Context, dgst digest.Digest, desc v1.Descriptor) error {
+	if g.paused() {
+		return nil
+	}
+	return g.BlobDescriptorCacheProvider.SetDescriptor(ctx, dgst, desc)
+}
+
+func (g gated) RepositoryScoped(repo string) (distribution.BlobDescriptorService, error) {
+	svc, err := g.BlobDescriptorCacheProvider.RepositoryScoped(repo)
+	if err != nil {
+		return nil, err
+	}
+	return gatedScoped{BlobDescriptorService: svc, paused: g.paused}, nil
+}
+
+type gatedScoped struct {
+	distribution.BlobDescriptorService
+	paused func() bool
+}
+
+func (g gatedScoped) SetDescriptor(ctx context.Context, dgst digest.Digest, desc v1.Descriptor) error {
+	if g.paused() {
+		return nil
+	}
+	return g.BlobDescriptorService.SetDescriptor(ctx, dgst, desc)
+}

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,12 +55,26 @@ func runSchedules(ctx context.Context, cfg *config.Config, srv *server.Server, b
 		coord := maintenance.NewCoordinator(b, "serve-"+id, maintenance.CoordinatorOptions{
 			LeaseTTL: cfg.Berth.Maintenance.LeaseTTL, ReplicaPoll: cfg.Berth.Maintenance.Poll, Logger: log,
 		})
+		manifests := gc.NewManifestCache() // parsed manifests are immutable; keep them across runs
 		var flush func(context.Context) error
 		if rc := srv.Redis(); rc != nil && cfg.CacheType() == "redis" {
 			flush = func(ctx context.Context) error { return blobcache.FlushRedis(ctx, rc) }
 		}
 		r.Start(ctx, schedule.Job{Name: "gc", Interval: g.Interval, Run: func(ctx context.Context) (any, error) {
+			if srv.Redis() == nil {
+				// The in-process lease covers this process only: with no Redis
+				// to coordinate through, another server on the same storage
+				// would keep writing during the sweep.
+				live, err := maintenance.LiveBeacons(ctx, srv.Driver(), maintenance.DefaultBeaconMaxAge)
+				if err != nil {
+					return nil, fmt.Errorf("check for other servers on this storage: %w", err)
+				}
+				if others := slices.DeleteFunc(live, func(s string) bool { return s == id }); len(others) > 0 {
+					return nil, fmt.Errorf("skipped: other servers use this storage (%s) and no Redis is configured to coordinate with them", strings.Join(others, ", "))
+				}
+			}
 			rep, err := gc.Run(ctx, gc.Options{
+				Cache:  manifests,
 				Driver: srv.Driver(), Coordinator: coord, DeleteUntagged: g.DeleteUntagged,
 				UploadMaxAge: g.UploadMaxAge, BlobGrace: g.BlobGrace, PreScan: true, FlushRedis: flush, Logger: log,
 			})

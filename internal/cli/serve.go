@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -89,6 +88,7 @@ func runServe(ctx context.Context, f serveFlags) error {
 	rep := maintenance.NewReplica(backend, id, maintenance.Hooks{
 		InFlightWrites: srv.InFlightWrites,
 		FlushCache:     srv.FlushCache,
+		FlushShared:    srv.FlushSharedCache,
 	}, maintenance.ReplicaOptions{
 		Poll:     cfg.Berth.Maintenance.Poll,
 		LeaseTTL: cfg.Berth.Maintenance.LeaseTTL,
@@ -102,7 +102,7 @@ func runServe(ctx context.Context, f serveFlags) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	go func() { _ = rep.Run(bg) }()
-	go func() { _ = maintenance.NewBeacon(srv.Driver(), id, 10*time.Second).Run(bg) }()
+	go func() { _ = maintenance.NewBeacon(srv.Driver(), id, maintenance.DefaultBeaconEvery).Run(bg) }()
 	startSchedules(ctx, cfg, srv, backend, id, log)
 
 	return srv.Serve(ctx)

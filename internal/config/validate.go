@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+
+	"github.com/berth-registry/berth/internal/maintenance"
 )
 
 // Drivers berth compiles in; NewApp panics on any other.
@@ -137,8 +139,8 @@ func (c *Config) Validate() error {
 	if m.LeaseTTL < 2*time.Second || m.LeaseTTL > 10*time.Minute {
 		return c.errAt("berth.maintenance.leasettl", "must be between 2s and 10m, got %s", m.LeaseTTL)
 	}
-	if m.Poll <= 0 || m.Poll > m.LeaseTTL/2 {
-		return c.errAt("berth.maintenance.poll", "must be positive and at most half of leasettl, got %s", m.Poll)
+	if err := maintenance.ValidateTiming(m.LeaseTTL, m.Poll); err != nil {
+		return c.errAt("berth.maintenance.poll", "%v", err)
 	}
 	g := c.Berth.GC
 	for k, v := range map[string]time.Duration{"interval": g.Interval, "uploadmaxage": g.UploadMaxAge, "blobgrace": g.BlobGrace} {

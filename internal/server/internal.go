@@ -40,7 +40,7 @@ func (s *Server) InternalTransport(ctx context.Context) (http.RoundTripper, erro
 		m["uploadpurging"] = map[any]any{"enabled": false}
 		st["maintenance"] = m
 		dc.Storage = st
-		app, err := newApp(ctx, dc, s.cache)
+		app, err := newApp(ctx, dc, s.distributionCache())
 		if err != nil {
 			s.internal.err = fmt.Errorf("internal registry handler: %w", err)
 			return

@@ -20,6 +20,7 @@ import (
 
 	"github.com/distribution/distribution/v3/registry/auth"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	"github.com/distribution/distribution/v3/registry/storage/cache"
 	"github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
@@ -95,7 +96,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 
 	s.secret = secret
 	dc := distributionConfig(cfg.Distribution, secret)
-	app, err := newApp(ctx, dc, s.cache)
+	app, err := newApp(ctx, dc, s.distributionCache())
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +211,31 @@ func persistedSecret(ctx context.Context, d driver.StorageDriver) (string, error
 		return "", fmt.Errorf("store the generated http secret: %w", err)
 	}
 	return secret, nil
+}
+
+// distributionCache is the cache handed to Distribution: berth's own,
+// filling paused while writes are refused for maintenance.
+func (s *Server) distributionCache() cache.BlobDescriptorCacheProvider {
+	if s.cache == nil {
+		return nil
+	}
+	return blobcache.Gated(s.cache, func() bool {
+		g := s.currentGate()
+		if g == nil {
+			return false
+		}
+		refused, _ := g.WritesRefused()
+		return refused
+	})
+}
+
+// FlushSharedCache drops the Redis blob-descriptor cache, when that is the
+// cache in use.
+func (s *Server) FlushSharedCache(ctx context.Context) error {
+	if s.redis == nil {
+		return nil
+	}
+	return s.redis.Flush(ctx)
 }
 
 // SetGate installs the maintenance gate (nil: writes always allowed).

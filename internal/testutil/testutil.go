@@ -127,7 +127,7 @@ func StartBerth(t testing.TB, o Options) *Berth {
 		}
 	}
 	rep := maintenance.NewReplica(backend, "test-"+filepath.Base(dir), maintenance.Hooks{
-		InFlightWrites: srv.InFlightWrites, FlushCache: srv.FlushCache,
+		InFlightWrites: srv.InFlightWrites, FlushCache: srv.FlushCache, FlushShared: srv.FlushSharedCache,
 	}, maintenance.ReplicaOptions{Poll: cfg.Berth.Maintenance.Poll, LeaseTTL: cfg.Berth.Maintenance.LeaseTTL, Logger: log})
 	srv.SetGate(rep)
 	repCtx, repCancel := context.WithCancel(context.Background())
