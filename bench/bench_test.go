@@ -19,6 +19,10 @@ import (
 // strict turns missing contenders (upstream not installable, Debian's
 // registry or redis-server not installed, a berth command not wired) from
 // loud skips into failures; CI sets it after installing everything.
+// testReps is two, not the CLI's three: enough to exercise rotation and
+// medians, and a third less of the test's time on a shared machine.
+const testReps = 2
+
 func strict() bool { return os.Getenv("BERTH_BENCH_STRICT") == "1" }
 
 // TestShortRunProducesEveryRow runs the whole harness at tiny sizes against
@@ -67,7 +71,7 @@ func TestShortRunProducesEveryRow(t *testing.T) {
 		logw = os.Stderr
 	}
 	doc, err := run(ctx, options{
-		Short: true, Reps: 3, JSONPath: jsonPath, CacheDir: cache, WorkDir: work,
+		Short: true, Reps: testReps, JSONPath: jsonPath, CacheDir: cache, WorkDir: work,
 		UpstreamBin: upstream, Out: &out,
 		Log: slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
@@ -83,7 +87,7 @@ func TestShortRunProducesEveryRow(t *testing.T) {
 	for i, sp := range specs {
 		row := doc.Rows[i]
 		// Peak RSS is one figure per server over all reps.
-		wantSamples := 3
+		wantSamples := testReps
 		if sp.Metric.ID == mRSS {
 			wantSamples = 1
 		}
@@ -118,7 +122,7 @@ func TestShortRunProducesEveryRow(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatalf("JSON: %v", err)
 	}
-	if len(back.Rows) != len(specs) || !back.Short || back.Reps != 3 {
+	if len(back.Rows) != len(specs) || !back.Short || back.Reps != testReps {
 		t.Errorf("JSON has %d rows, short=%v reps=%d", len(back.Rows), back.Short, back.Reps)
 	}
 }
