@@ -275,6 +275,14 @@ func decideResponse(method string, ap apiPath, status int, ctype string, body []
 	return status, encodeDoc(entry(code, msg)), true
 }
 
+// invalidDigestErrors are go-digest's validation errors, as Distribution
+// puts them in the detail of an UNKNOWN error.
+var invalidDigestErrors = map[string]bool{
+	digest.ErrDigestInvalidFormat.Error(): true,
+	digest.ErrDigestInvalidLength.Error(): true,
+	digest.ErrDigestUnsupported.Error():   true,
+}
+
 // clientErrorBehind500 recognises Distribution v3.1.2's 500s that are caused
 // by the request, not by the server. Every UNKNOWN entry must be explained,
 // so a real storage failure reported alongside is never masked.
@@ -301,6 +309,11 @@ func clientErrorBehind500(method string, ap apiPath, doc ociDoc) (int, []map[str
 			status = http.StatusBadRequest
 			first = entry("MANIFEST_INVALID", "a layer lists urls this registry does not allow: non-distributable "+
 				"(foreign) layer URLs must match validation.manifests.urls.allow and not validation.manifests.urls.deny")
+		case ap.ep == epManifest && method == http.MethodPut && invalidDigestErrors[detail]:
+			// A descriptor's digest that go-digest cannot parse (Distribution
+			// maps only one of these errors to DIGEST_INVALID).
+			status = http.StatusBadRequest
+			first = entry("DIGEST_INVALID", "a descriptor in the manifest has an invalid digest: "+detail)
 		case ap.ep == epManifest && method == http.MethodPut && strings.HasPrefix(detail, "unrecognized manifest schema version"):
 			status = http.StatusBadRequest
 			first = entry("MANIFEST_INVALID", "manifest invalid: "+detail)
