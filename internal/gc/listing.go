@@ -24,6 +24,9 @@ type Repository struct {
 	Layers []Link
 	// Uploads are unfinished upload sessions (_uploads).
 	Uploads []Upload
+	// Aliases are the revision and layer links under a non-canonical
+	// algorithm, with their targets.
+	Aliases []Link
 }
 
 // Manifest is a manifest revision linked into a repository.
@@ -52,6 +55,9 @@ type Manifest struct {
 type Link struct {
 	Digest   digest.Digest
 	Modified time.Time
+	// Target is the content the link names when Digest is an alias (a
+	// sha512 name of content stored under its sha256 digest); "" otherwise.
+	Target digest.Digest
 }
 
 // Blob is a blob in the global store.

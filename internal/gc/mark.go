@@ -3,6 +3,7 @@ package gc
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 
@@ -39,7 +40,19 @@ func Mark(l *Listing, p Policy) *Plan {
 	liveBlobs := map[digest.Digest]bool{}
 	youngLinks := map[digest.Digest]bool{}
 	for _, repo := range l.Repositories {
-		live := markRepository(repo, p.DeleteUntagged, isYoung, p.Keep[repo.Name])
+		keep := p.Keep[repo.Name]
+		if len(repo.Aliases) > 0 {
+			// A manifest pushed by a sha512 name is served from its sha256
+			// revision: that revision lives as long as the alias does.
+			keep = maps.Clone(keep)
+			if keep == nil {
+				keep = map[digest.Digest]bool{}
+			}
+			for _, al := range repo.Aliases {
+				keep[al.Target] = true
+			}
+		}
+		live := markRepository(repo, p.DeleteUntagged, isYoung, keep)
 		for _, m := range repo.Manifests {
 			if m.Broken != "" {
 				plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s@%s: kept, content unusable: %s", repo.Name, m.Digest, m.Broken))
@@ -63,6 +76,14 @@ func Mark(l *Listing, p Policy) *Plan {
 				youngLinks[ln.Digest] = true
 			}
 		}
+		// Content reached through an alias (a sha512 name) is never
+		// collected: the manifests that use such names cannot be read by
+		// their alias, so what they refer to is unknown. Keeping it is the
+		// safe side; such content is freed when its links are deleted
+		// through the API.
+		for _, al := range repo.Aliases {
+			liveBlobs[al.Target] = true
+		}
 		for _, u := range repo.Uploads {
 			if p.UploadMaxAge > 0 && p.Now.Sub(u.Started) > p.UploadMaxAge {
 				plan.Uploads = append(plan.Uploads, UploadRef{Repository: repo.Name, ID: u.ID, Started: u.Started})
@@ -84,7 +105,7 @@ func Mark(l *Listing, p Policy) *Plan {
 	}
 	for _, repo := range l.Repositories {
 		for _, ln := range repo.Layers {
-			if liveBlobs[ln.Digest] || p.Now.Sub(ln.Modified) < p.BlobGrace {
+			if liveBlobs[ln.Digest] || p.Now.Sub(ln.Modified) < p.BlobGrace || ln.Digest.Algorithm() != digest.Canonical {
 				continue
 			}
 			if deleting[ln.Digest] || !present[ln.Digest] {

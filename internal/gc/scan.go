@@ -172,6 +172,7 @@ type repoScan struct {
 	tagLinks  []string // tag names with a current/link
 	tags      map[string]digest.Digest
 	layers    []Link
+	aliases   []Link
 	uploads   map[string]*uploadScan
 	warnings  []string
 }
@@ -234,6 +235,25 @@ func (s *scanner) scan(ctx context.Context) (*Listing, error) {
 	g.SetLimit(s.conc)
 	for _, rs := range scans {
 		var mu sync.Mutex
+		for _, al := range aliasLinks(rs) {
+			g.Go(func() error {
+				b, err := s.d.GetContent(gctx, al.path)
+				if err != nil {
+					if isNotFound(err) {
+						return nil
+					}
+					return fmt.Errorf("read alias link %s: %w", al.path, err)
+				}
+				target, err := digest.Parse(strings.TrimSpace(string(b)))
+				if err != nil {
+					return fmt.Errorf("alias link %s names no digest: %w", al.path, err)
+				}
+				mu.Lock()
+				rs.aliases = append(rs.aliases, Link{Digest: al.digest, Modified: al.modified, Target: target})
+				mu.Unlock()
+				return nil
+			})
+		}
 		for _, tag := range rs.tagLinks {
 			g.Go(func() error {
 				d, err := s.readTag(gctx, rs.name, tag)
@@ -538,9 +558,34 @@ func (s *scanner) readManifests(ctx context.Context, scans []*repoScan, sizes ma
 	return contents, broken, nil
 }
 
+type aliasLink struct {
+	path     string
+	digest   digest.Digest
+	modified time.Time
+}
+
+// aliasLinks are the links named by a non-canonical digest (sha512 names that
+// berth's OCI layer writes for content stored under sha256). Distribution
+// keeps content under sha256 only, so such a link's file says where the
+// content really is.
+func aliasLinks(rs *repoScan) []aliasLink {
+	var out []aliasLink
+	for _, l := range rs.revisions {
+		if l.Digest.Algorithm() != digest.Canonical {
+			out = append(out, aliasLink{repoPath(rs.name, "_manifests", "revisions", l.Digest.Algorithm().String(), l.Digest.Encoded(), "link"), l.Digest, l.Modified})
+		}
+	}
+	for _, l := range rs.layers {
+		if l.Digest.Algorithm() != digest.Canonical {
+			out = append(out, aliasLink{repoPath(rs.name, "_layers", l.Digest.Algorithm().String(), l.Digest.Encoded(), "link"), l.Digest, l.Modified})
+		}
+	}
+	return out
+}
+
 // assemble builds a Repository from its walk and the manifest contents.
 func assemble(rs *repoScan, contents map[digest.Digest]parsed, broken map[digest.Digest]string) Repository {
-	r := Repository{Name: rs.name, Layers: rs.layers}
+	r := Repository{Name: rs.name, Layers: rs.layers, Aliases: rs.aliases}
 	tagsOf := map[digest.Digest][]string{}
 	for tag, d := range rs.tags {
 		tagsOf[d] = append(tagsOf[d], tag)
