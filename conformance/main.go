@@ -202,6 +202,10 @@ func startRegistry(ctx context.Context, o options, work string, log *slog.Logger
 		if htpasswd != "" {
 			args = append(args, "--htpasswd", htpasswd)
 		}
+		// The suite pushes non-distributable (foreign) layers; like
+		// upstream, berth accepts them only where configured to. This is
+		// the configuration, set the upstream way (REGISTRY_* environment).
+		env = append(env, `REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW=["^https?://"]`)
 	case "upstream":
 		cfg := filepath.Join(work, "config.yml")
 		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.host, data, htpasswd)), 0o600); err != nil {

@@ -209,7 +209,7 @@ func TestRedisOutageKeepsServingAndRecovers(t *testing.T) {
 	if err := pullVerify(refA, dA); err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 5*time.Second, "blob descriptors cached in redis", func() bool {
+	testutil.Eventually(t, 30*time.Second, "blob descriptors cached in redis", func() bool {
 		keys, _ := rc.Keys(context.Background(), "blobs::*").Result()
 		return len(keys) > 0
 	})
@@ -267,7 +267,7 @@ func TestRedisOutageKeepsServingAndRecovers(t *testing.T) {
 	if failures.Load() > 0 {
 		t.Fatalf("%d of %d pulls failed while redis went away and came back; first: %v", failures.Load(), pulls.Load(), firstErr.Load())
 	}
-	testutil.Eventually(t, 5*time.Second, "cache refilled", func() bool {
+	testutil.Eventually(t, 30*time.Second, "cache refilled", func() bool {
 		keys, _ := rc.Keys(context.Background(), "blobs::*").Result()
 		return len(keys) > 0
 	})
