@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -104,6 +105,14 @@ func runServe(ctx context.Context, f serveFlags) error {
 	go func() { _ = rep.Run(bg) }()
 	go func() { _ = maintenance.NewBeacon(srv.Driver(), id, maintenance.DefaultBeaconEvery).Run(bg) }()
 	startSchedules(ctx, cfg, srv, backend, id, log)
+	// The replica refuses writes until it has read the lease once (a gc may
+	// be running); give it a moment so the first pushes are not bounced.
+	// Reads are served regardless, so this never blocks start-up for long.
+	for deadline := time.Now().Add(3 * cfg.Berth.Maintenance.Poll); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if refused, _ := rep.WritesRefused(); !refused {
+			break
+		}
+	}
 
 	return srv.Serve(ctx)
 }

@@ -133,6 +133,12 @@ func StartBerth(t testing.TB, o Options) *Berth {
 	repCtx, repCancel := context.WithCancel(context.Background())
 	repDone := make(chan struct{})
 	go func() { defer close(repDone); _ = rep.Run(repCtx) }()
+	// A replica refuses writes until it has read the lease once; tests start
+	// writing at once, so wait for that first look.
+	Eventually(t, 10*time.Second, "maintenance replica ready", func() bool {
+		refused, _ := rep.WritesRefused()
+		return !refused
+	})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	scheme := "http"
