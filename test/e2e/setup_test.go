@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,7 +147,35 @@ func deploy(t *testing.T, o deployOptions) *env {
 	e.apply(repoRoot(t), o)
 	e.waitRollout(deploytest.RedisDeployment)
 	e.waitRollout(deploytest.RegistryDeployment)
+	e.waitServing()
 	return e
+}
+
+// waitServing waits until the registry answers through its Service the way
+// a client sees it. Ready pods are not enough: Service rules and the
+// NetworkPolicy controller catch up with new pods a second or two later.
+func (e *env) waitServing() {
+	e.t.Helper()
+	for _, svc := range []struct {
+		name, path string
+		port, want int
+	}{
+		{deploytest.RegistryService, "/v2/", 5000, http.StatusUnauthorized},
+		{deploytest.MetricsService, "/readyz", 5001, http.StatusOK},
+	} {
+		poll(e.t, fmt.Sprintf("Service %s answering %s", svc.name, svc.path), time.Minute, func(ctx context.Context) (bool, string, error) {
+			host, closeFn, err := e.endpoint(ctx, svc.name, svc.port)
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			defer closeFn()
+			code, _, body, err := httpGet(ctx, "http://"+host+svc.path, "", "")
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			return code == svc.want, fmt.Sprintf("GET %s = %d %q", svc.path, code, body), nil
+		})
+	}
 }
 
 func (e *env) createSecrets() {
