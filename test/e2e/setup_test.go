@@ -322,12 +322,12 @@ func (e *env) dumpDiagnostics(ctx context.Context) {
 	}
 	for _, p := range pods.Items {
 		for _, c := range p.Spec.Containers {
-			raw, err := e.cs.CoreV1().Pods(e.ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, TailLines: ptr(int64(60))}).DoRaw(ctx)
+			out, err := e.kubectlCtx(ctx, 30*time.Second, e.ns, "logs", p.Name, "-c", c.Name, "--tail=60")
 			if err != nil {
 				t.Logf("logs %s/%s: %v", p.Name, c.Name, err)
 				continue
 			}
-			t.Logf("logs %s/%s (last 60 lines):\n%s", p.Name, c.Name, raw)
+			t.Logf("logs %s/%s (last 60 lines):\n%s", p.Name, c.Name, out)
 		}
 	}
 }
