@@ -82,21 +82,11 @@ func (e *env) waitJob(job string) string {
 }
 
 func (e *env) jobLogs(job string) string {
-	ctx := e.t.Context()
-	pods, err := e.cs.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=" + job})
+	out, err := e.kubectlCtx(e.t.Context(), time.Minute, e.ns, "logs", "--prefix", "--tail=-1", "-l", "batch.kubernetes.io/job-name="+job)
 	if err != nil {
 		return err.Error()
 	}
-	var b strings.Builder
-	for _, p := range pods.Items {
-		raw, err := e.cs.CoreV1().Pods(e.ns).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
-		if err != nil {
-			fmt.Fprintf(&b, "[%s: %v]\n", p.Name, err)
-			continue
-		}
-		fmt.Fprintf(&b, "[%s]\n%s\n", p.Name, raw)
-	}
-	return b.String()
+	return out
 }
 
 // events lists the events about one object, for messages.
