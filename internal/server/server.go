@@ -423,7 +423,18 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if _, ok := checks["storage"]; !ok {
 		checks["storage"] = "ok"
 	}
-	if s.redisC != nil {
+	// With the Redis cache, report whether the cache is in use (reachable
+	// and flushed after an outage); otherwise whether Redis answers.
+	if s.redis != nil {
+		if s.redis.Up() {
+			checks["redis"] = "ok"
+		} else {
+			checks["redis"] = "unreachable"
+			if status == "ok" {
+				status = "degraded"
+			}
+		}
+	} else if s.redisC != nil {
 		if err := s.redisC.Ping(ctx).Err(); err != nil {
 			checks["redis"] = "unreachable"
 			if status == "ok" {
