@@ -71,7 +71,7 @@ Exit status: 0 done, 1 failed or partially failed (rerunning is safe), 2 usage o
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.configFile, "config", "", "configuration file (the one `berth serve` uses)")
+	fl.StringVar(&f.configFile, "config", "", "configuration file (the one berth serve uses)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "filesystem storage root (default "+config.DefaultDataDir+" without --config)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "report what would be deleted, delete nothing")
 	fl.BoolVar(&f.deleteUntagged, "delete-untagged", false, "also delete manifests no tag refers to (or set berth.gc.deleteuntagged)")

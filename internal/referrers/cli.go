@@ -79,7 +79,7 @@ Exit status: 0 done, 1 failed (rerunning is safe), 2 usage or configuration.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&configFile, "config", "", "configuration file (the one `berth serve` uses)")
+	fl.StringVar(&configFile, "config", "", "configuration file (the one berth serve uses)")
 	fl.StringVar(&dataDir, "data-dir", "", "filesystem storage root (default "+config.DefaultDataDir+" without --config)")
 	fl.StringVar(&output, "output", "text", "summary format: text or json")
 	fl.IntVar(&concurrency, "concurrency", 16, "parallel storage operations")
