@@ -152,7 +152,7 @@ func (r *Redis) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Check pings once and updates the state; exported for /readyz.
+// check pings once and updates the state.
 func (r *Redis) check(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

@@ -169,6 +169,15 @@ func TestWritesRefusedDuringMaintenanceReadsServed(t *testing.T) {
 	if code := ociError(t, body); code != "UNAVAILABLE" {
 		t.Fatalf("code %s", code)
 	}
+	mresp, err := http.Get(b.DebugURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(metricsText), "\nberth_maintenance_readonly 1\n") {
+		t.Fatal("berth_maintenance_readonly is not 1 during maintenance")
+	}
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -141,9 +141,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	inflightMu.Lock()
-	inflightSource = func() float64 { return float64(s.inflight.Load()) }
-	inflightMu.Unlock()
+	gaugeServer.Store(s)
 	return s, nil
 }
 
@@ -313,22 +311,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stopBG()
 	if s.redis != nil {
 		go s.redis.Run(bg, 2*time.Second)
-		go func() {
-			t := time.NewTicker(2 * time.Second)
-			defer t.Stop()
-			for {
-				v := 0.0
-				if s.redis.Up() {
-					v = 1
-				}
-				s.metrics.redisUp.Set(v)
-				select {
-				case <-bg.Done():
-					return
-				case <-t.C:
-				}
-			}
-		}()
 	}
 	errc := make(chan error, 2)
 	go func() {
