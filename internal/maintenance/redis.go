@@ -40,6 +40,10 @@ func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 		replicas: k("replicas"), ackHash: k("acks")}
 }
 
+// PTTL reports 0 for a key with less than a millisecond left, which still
+// exists. Every script treats such a lease as over, as State does, so a lease
+// State called expired can never be renewed or block the next Acquire.
+//
 // Lua returns no array elements after a nil, so absent values come back as
 // empty strings.
 var stateScript = redis.NewScript(`
@@ -53,8 +57,9 @@ return {v, ttl, e, f, r}
 
 var acquireScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  return {0, cur, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[3]) or '0'}
+local left = redis.call('PTTL', KEYS[1])
+if cur and left > 0 then
+  return {0, cur, left, redis.call('GET', KEYS[3]) or '0'}
 end
 local e = redis.call('INCR', KEYS[2])
 local v = e .. '|' .. ARGV[1]
@@ -63,14 +68,14 @@ return {1, v, tonumber(ARGV[2]), redis.call('GET', KEYS[3]) or '0'}
 `)
 
 var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('PTTL', KEYS[1]) > 0 then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 `)
 
 var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('PTTL', KEYS[1]) > 0 then
   redis.call('SET', KEYS[2], ARGV[2])
   return redis.call('DEL', KEYS[1])
 end
