@@ -187,15 +187,28 @@ func planRepo(rule *Rule, in RepoInput, now time.Time) RepoPlan {
 	}
 	if n := rule.Keep.Latest; n > 0 {
 		rank := 0
+		var nth time.Time
 		for _, i := range candidates {
-			if tags[i].Pushed.IsZero() {
+			p := tags[i].Pushed
+			if p.IsZero() {
 				continue
 			}
 			rank++
-			if rank > n {
+			if rank == n {
+				nth = p
+			}
+			if rank <= n {
+				protect(i, fmt.Sprintf("keep.latest %d (#%d newest)", n, rank))
+				continue
+			}
+			// Push times are only as fine as the storage keeps them: S3
+			// reports whole seconds. A tag with the same time as the Nth
+			// newest may have been pushed after it, so it is kept too
+			// rather than chosen by name.
+			if !p.Equal(nth) {
 				break
 			}
-			protect(i, fmt.Sprintf("keep.latest %d (#%d newest)", n, rank))
+			protect(i, fmt.Sprintf("keep.latest %d (same push time as #%d)", n, n))
 		}
 	}
 	if d := rule.Keep.Within; d > 0 {

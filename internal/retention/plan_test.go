@@ -124,6 +124,20 @@ func TestPlanDecisions(t *testing.T) {
 			want:   nil,
 		},
 		{
+			// S3 keeps whole seconds: which of two tags pushed in one
+			// second is newer is unknown, so neither is deleted for it.
+			name:   "tags tied with the Nth newest are kept",
+			policy: "rules:\n- repositories: [app]\n  keep: {latest: 2}\n",
+			tags: []TagInfo{
+				{Tag: "a", Digest: "sha256:" + strings.Repeat("1", 64), Pushed: planNow.Add(-time.Hour)},
+				{Tag: "z", Digest: "sha256:" + strings.Repeat("2", 64), Pushed: planNow.Add(-2 * time.Hour)},
+				{Tag: "b", Digest: "sha256:" + strings.Repeat("3", 64), Pushed: planNow.Add(-2 * time.Hour)},
+				{Tag: "c", Digest: "sha256:" + strings.Repeat("4", 64), Pushed: planNow.Add(-2 * time.Hour)},
+				{Tag: "old", Digest: "sha256:" + strings.Repeat("5", 64), Pushed: planNow.Add(-3 * time.Hour)},
+			},
+			want: []string{"old"},
+		},
+		{
 			name:   "shared digests are separate tags",
 			policy: "rules:\n- repositories: [app]\n  keep: {latest: 1}\n",
 			tags: []TagInfo{
