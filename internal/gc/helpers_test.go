@@ -13,6 +13,7 @@ import (
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -22,9 +23,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/sirupsen/logrus"
+
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
-// testRegistry is Distribution's real HTTP handler on a filesystem root,
+// testRegistry is Distribution's real HTTP handler on a filesystem root (or
+// an S3 bucket),
 // without a blob-descriptor cache: gc's own tests must not depend on cache
 // invalidation, which the server tests cover.
 type testRegistry struct {
@@ -35,12 +39,28 @@ type testRegistry struct {
 
 func newTestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
-	logrus.SetOutput(io.Discard) // Distribution logs every 404 at error level
 	root := t.TempDir()
+	r := startTestRegistry(t, "filesystem", map[string]any{"rootdirectory": root})
+	r.root = root
+	return r
+}
+
+// newS3TestRegistry is the same registry on a fresh bucket of a real S3
+// server (versitygw), through Distribution's s3-aws driver.
+func newS3TestRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	s3 := testutil.StartS3(t)
+	return startTestRegistry(t, "s3aws", s3.Parameters(s3.Bucket))
+}
+
+func startTestRegistry(t *testing.T, driver string, params map[string]any) *testRegistry {
+	t.Helper()
+	logrus.SetOutput(io.Discard) // Distribution logs every 404 at error level
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{
-			"filesystem":  configuration.Parameters{"rootdirectory": root},
+			driver:        configuration.Parameters(params),
 			"delete":      configuration.Parameters{"enabled": true},
+			"redirect":    configuration.Parameters{"disable": true},
 			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 		},
 	}
@@ -51,11 +71,11 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	app := handlers.NewApp(ctx, cfg)
 	srv := httptest.NewServer(app)
 	t.Cleanup(func() { srv.Close(); cancel() })
-	d, err := factory.Create(context.Background(), "filesystem", map[string]any{"rootdirectory": root})
+	d, err := factory.Create(context.Background(), driver, params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testRegistry{root: root, host: strings.TrimPrefix(srv.URL, "http://"), driver: d}
+	return &testRegistry{host: strings.TrimPrefix(srv.URL, "http://"), driver: d}
 }
 
 func (r *testRegistry) ref(t *testing.T, s string) name.Reference {

@@ -412,6 +412,39 @@ func TestInvariantRedisTwoReplicas(t *testing.T) {
 	refusedThenRetried(t, w, backend)
 }
 
+// TestInvariantS3TwoReplicas is the invariant on shared object storage, the
+// setup S3 exists for: two replicas on one bucket of a real S3 server,
+// coordinated through Redis, gc listing and deleting through the s3-aws
+// driver while both serve.
+func TestInvariantS3TwoReplicas(t *testing.T) {
+	s3 := testutil.StartS3(t)
+	r := testutil.StartRedis(t)
+	b1 := testutil.StartBerth(t, testutil.Options{ConfigYAML: s3.ConfigYAML(), Redis: r.Addr})
+	b2 := testutil.StartBerth(t, testutil.Options{ConfigYAML: s3.ConfigYAML(), Redis: r.Addr})
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	// gc opens the store from the same configuration, as `berth gc --config` does.
+	d, err := b1.Config.StorageDriver(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name() != "s3aws" {
+		t.Fatalf("storage driver %q; want s3aws", d.Name())
+	}
+	backend := maintenance.NewRedis(rc, gc.RedisPrefix)
+	w := newWorkload(t, []string{b1.Host, b2.Host}, func(ctx context.Context, grace time.Duration) (*gc.Report, error) {
+		return gc.Run(ctx, gc.Options{Driver: d, DeleteUntagged: true, BlobGrace: grace, PreScan: true,
+			Logger:     quietLogger(),
+			FlushRedis: func(ctx context.Context) error { return blobcache.FlushRedis(ctx, rc) },
+			Coordinator: maintenance.NewCoordinator(backend, "s3-gc", maintenance.CoordinatorOptions{
+				LeaseTTL: 5 * time.Second, ReplicaPoll: b1.Config.Berth.Maintenance.Poll, Logger: quietLogger()})})
+	})
+	w.run()
+	w.check()
+	w.collectedThenRepushed()
+	refusedThenRetried(t, w, backend)
+}
+
 // berthBinary builds the berth command, or the gc-only stand-in while
 // cmd/berth does not offer gc yet.
 func berthBinary(t *testing.T) []string {

@@ -50,8 +50,17 @@ func layerDigests(t *testing.T, img v1.Image) []v1.Hash {
 }
 
 func TestRunDeletesUntaggedAndKeepsEveryTaggedImagePullable(t *testing.T) {
+	deletesUntaggedAndKeepsTagged(t, newTestRegistry(t))
+}
+
+// On S3 the scanner walks with the driver's flat listing and every
+// deletion is a list plus a batch delete: the same decisions must come out.
+func TestRunOnS3DeletesUntaggedAndKeepsEveryTaggedImagePullable(t *testing.T) {
+	deletesUntaggedAndKeepsTagged(t, newS3TestRegistry(t))
+}
+
+func deletesUntaggedAndKeepsTagged(t *testing.T, reg *testRegistry) {
 	ctx := context.Background()
-	reg := newTestRegistry(t)
 
 	oldV1 := ociImage(t)
 	oldV1Digest := reg.push(t, "app:v1", oldV1)
@@ -274,9 +283,12 @@ func TestRunKeepsBlobsOfAManifestItFailedToDelete(t *testing.T) {
 	}
 }
 
-func TestRunUnderLease(t *testing.T) {
+func TestRunUnderLease(t *testing.T) { runsUnderLease(t, newTestRegistry(t)) }
+
+func TestRunOnS3UnderLease(t *testing.T) { runsUnderLease(t, newS3TestRegistry(t)) }
+
+func runsUnderLease(t *testing.T, reg *testRegistry) {
 	ctx := context.Background()
-	reg := newTestRegistry(t)
 	reg.push(t, "app:v1", ociImage(t))
 	reg.push(t, "app:v1", ociImage(t))
 
