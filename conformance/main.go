@@ -32,6 +32,8 @@ type options struct {
 	expected string // expected-failures.txt
 	out      string // results directory
 	auth     bool   // run with htpasswd credentials
+	s3       bool   // store on a fresh bucket of a real S3 server (versitygw)
+	vgw      string // versitygw binary (default: found like the tests find it)
 	check    bool   // fail on differences from the expected list
 	timeout  time.Duration
 }
@@ -44,6 +46,8 @@ func main() {
 	flag.StringVar(&o.expected, "expected", "conformance/expected-failures.txt", "expected failures list")
 	flag.StringVar(&o.out, "results", "", "directory for junit.xml, report.html and the registry log (default: a new temp dir)")
 	flag.BoolVar(&o.auth, "auth", false, "require htpasswd credentials and give them to the suite")
+	flag.BoolVar(&o.s3, "s3", false, "store on a fresh bucket of a real S3 server (versitygw) instead of the filesystem;\nwithout versitygw the run is skipped, or fails when BERTH_REQUIRE_S3=1")
+	flag.StringVar(&o.vgw, "versitygw", "", "versitygw binary (default: $BERTH_VERSITYGW, PATH, then ~/.cache/berth/bin/versitygw)")
 	flag.BoolVar(&o.check, "check", true, "fail when the failures differ from the expected list or a 5xx was seen")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	flag.Parse()
@@ -91,12 +95,23 @@ func run(ctx context.Context, o options, log *slog.Logger) (bool, error) {
 			return false, fmt.Errorf("%s: %w", o.expected, err)
 		}
 	}
+	vgw := ""
+	if o.s3 {
+		var err error
+		if vgw, err = findVersitygw(o.vgw); errors.Is(err, errNoVersitygw) && os.Getenv("BERTH_REQUIRE_S3") != "1" {
+			fmt.Printf("SKIPPING OCI conformance, %s on S3: %v; set BERTH_REQUIRE_S3=1 to make this a failure\n", o.target, err)
+			return true, nil
+		} else if err != nil {
+			return false, fmt.Errorf("the S3 run needs versitygw: %w", err)
+		}
+	}
 	work, err := os.MkdirTemp("", "berth-conformance-")
 	if err != nil {
 		return false, err
 	}
 	// Registry data is thrown away; the results stay for CI artifacts.
 	defer os.RemoveAll(filepath.Join(work, "data"))
+	defer os.RemoveAll(filepath.Join(work, "s3"))
 	if o.out == "" {
 		o.out = filepath.Join(work, "results")
 	}
@@ -105,10 +120,21 @@ func run(ctx context.Context, o options, log *slog.Logger) (bool, error) {
 	}
 
 	label := o.target
+	if o.s3 {
+		label += " on S3 (versitygw)"
+	}
 	if o.auth {
 		label += " (htpasswd auth)"
 	}
-	reg, err := startRegistry(ctx, o, work, log)
+	var store *s3Server
+	if o.s3 {
+		if store, err = startS3(ctx, vgw, filepath.Join(work, "s3"), filepath.Join(o.out, "versitygw.log")); err != nil {
+			return false, err
+		}
+		defer store.stop()
+		log.Info("S3 server started", "endpoint", store.endpoint, "bucket", store.bucket)
+	}
+	reg, err := startRegistry(ctx, o, work, store, log)
 	if err != nil {
 		return false, err
 	}
@@ -175,13 +201,19 @@ const (
 	confPass = "conformance-password"
 )
 
-func startRegistry(ctx context.Context, o options, work string, log *slog.Logger) (*registry, error) {
+// startRegistry starts the registry on filesystem storage under work, or
+// on store's bucket when store is not nil.
+func startRegistry(ctx context.Context, o options, work string, store *s3Server, log *slog.Logger) (*registry, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	r := &registry{host: fmt.Sprintf("127.0.0.1:%d", port), logPath: filepath.Join(o.out, o.target+"-registry.log")}
 	data := filepath.Join(work, "data")
+	storage := fmt.Sprintf("storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", data)
+	if store != nil {
+		storage = store.storageYAML()
+	}
 	htpasswd := ""
 	if o.auth {
 		r.user, r.pass = confUser, confPass
@@ -198,7 +230,17 @@ func startRegistry(ctx context.Context, o options, work string, log *slog.Logger
 		if err != nil {
 			return nil, err
 		}
-		args = []string{"serve", "--addr", r.host, "--debug-addr", fmt.Sprintf("127.0.0.1:%d", dbg), "--data-dir", data}
+		args = []string{"serve", "--addr", r.host, "--debug-addr", fmt.Sprintf("127.0.0.1:%d", dbg)}
+		if store == nil {
+			args = append(args, "--data-dir", data)
+		} else {
+			// Credentials belong in a file, not on a command line.
+			cfg := filepath.Join(work, "berth.yml")
+			if err := os.WriteFile(cfg, []byte("version: 0.1\n"+storage), 0o600); err != nil {
+				return nil, err
+			}
+			args = append(args, "--config", cfg)
+		}
 		if htpasswd != "" {
 			args = append(args, "--htpasswd", htpasswd)
 		}
@@ -208,7 +250,7 @@ func startRegistry(ctx context.Context, o options, work string, log *slog.Logger
 		env = append(env, `REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW=["^https?://"]`)
 	case "upstream":
 		cfg := filepath.Join(work, "config.yml")
-		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.host, data, htpasswd)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(upstreamConfig(r.host, storage, htpasswd)), 0o600); err != nil {
 			return nil, err
 		}
 		args = []string{"serve", cfg}
@@ -343,19 +385,14 @@ func suiteEnv(base []string, r *registry, results string) []string {
 }
 
 // upstreamConfig is the smallest Distribution configuration the suite
-// needs: filesystem storage with deletes on.
-func upstreamConfig(addr, data, htpasswd string) string {
+// needs: the storage section (with deletes on) and the listener.
+func upstreamConfig(addr, storage, htpasswd string) string {
 	s := fmt.Sprintf(`version: 0.1
 log:
   level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-http:
+%shttp:
   addr: %s
-`, data, addr)
+`, storage, addr)
 	if htpasswd != "" {
 		s += fmt.Sprintf("auth:\n  htpasswd:\n    realm: conformance\n    path: %s\n", htpasswd)
 	}

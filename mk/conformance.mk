@@ -3,9 +3,12 @@
 # proxy into a cache outside the repository (one directory per pinned
 # version, so bumping a version re-installs) and never enter go.mod.
 #
-#   make conformance           berth, anonymous and with htpasswd auth; fails on any
-#                              failure not in conformance/expected-failures.txt, on any
-#                              listed failure that now passes, and on any 5xx
+#   make conformance           berth, anonymous and with htpasswd auth on the filesystem,
+#                              and anonymous on a fresh bucket of a real S3 server
+#                              (versitygw; skipped with a message when it is not installed,
+#                              failed when BERTH_REQUIRE_S3=1 — `make s3-tools` installs it);
+#                              fails on any failure not in conformance/expected-failures.txt,
+#                              on any listed failure that now passes, and on any 5xx
 #   make conformance-upstream  the same suite against Distribution, counts only
 #   make fuzz                  FuzzRequest for FUZZTIME
 
@@ -35,6 +38,8 @@ conformance: build $(OCI_CONFORMANCE)
 	  -results $(CONFORMANCE_RESULTS)/berth
 	$(GO) run ./conformance -target berth -auth -bin $(BIN)/berth -suite $(OCI_CONFORMANCE) \
 	  -results $(CONFORMANCE_RESULTS)/berth-auth
+	$(GO) run ./conformance -target berth -s3 -bin $(BIN)/berth -suite $(OCI_CONFORMANCE) \
+	  -results $(CONFORMANCE_RESULTS)/berth-s3
 
 conformance-upstream: $(OCI_CONFORMANCE) $(UPSTREAM_REGISTRY)
 	$(GO) run ./conformance -target upstream -check=false -bin $(UPSTREAM_REGISTRY) -suite $(OCI_CONFORMANCE) \
