@@ -177,6 +177,7 @@ func Load(path string, env []string) (*Config, error) {
 		return nil, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	c.Distribution = dist
+	applyStorageDefaults(dist, path == "")
 	if dist.HTTP.Addr == "" {
 		// Upstream would listen on every interface; berth starts private.
 		dist.HTTP.Addr = "127.0.0.1:5000"
@@ -192,6 +193,29 @@ func Load(path string, env []string) (*Config, error) {
 		c.Berth.Debug.Addr = dist.HTTP.Debug.Addr
 	}
 	return c, nil
+}
+
+// applyStorageDefaults fills in what berth decides differently from
+// upstream, after REGISTRY_* variables have been applied (so that
+// REGISTRY_STORAGE=s3 without a file keeps them too).
+//
+// Blob redirects are off unless storage.redirect says otherwise: upstream
+// sends clients to presigned storage URLs by default, which breaks pulls
+// whenever the store is not reachable from every client (an in-cluster
+// MinIO, a private endpoint), and hides blob traffic from berth's metrics.
+// Without a configuration file, deletes are on: gc and prune need them.
+func applyStorageDefaults(d *configuration.Configuration, noFile bool) {
+	if d.Storage == nil {
+		return
+	}
+	if _, ok := d.Storage["redirect"]; !ok {
+		d.Storage["redirect"] = configuration.Parameters{"disable": true}
+	}
+	if noFile {
+		if _, ok := d.Storage["delete"]; !ok {
+			d.Storage["delete"] = configuration.Parameters{"enabled": true}
+		}
+	}
 }
 
 func (c *Config) yamlErr(err error) error {

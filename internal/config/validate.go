@@ -45,6 +45,17 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if rd, ok := st["redirect"]; ok {
+		// Distribution panics on anything but a boolean here.
+		if _, isBool := rd["disable"].(bool); !isBool {
+			return c.errAt("storage.redirect.disable", "must be true or false, got %v", rd["disable"])
+		}
+	}
+	if typ == "s3" {
+		if err := c.validateS3(st["s3"]); err != nil {
+			return err
+		}
+	}
 	if m, ok := st["maintenance"]; ok {
 		for _, k := range []string{"uploadpurging", "readonly"} {
 			v, present := m[k]
@@ -158,6 +169,28 @@ func (c *Config) Validate() error {
 		if _, err := os.Stat(p); err != nil {
 			return c.errAt("berth.prune.policy", "cannot read %s: %v", p, unwrapPathErr(err))
 		}
+	}
+	return nil
+}
+
+// validateS3 refuses the AWS SDK's request logging: it writes every signed
+// request, with the access key id and any session token in its headers, to
+// stdout, past berth's logger and its redaction. Distribution's own debug
+// logs (log.level: debug) are the supported way to see storage calls.
+func (c *Config) validateS3(p configuration.Parameters) error {
+	switch v := p["loglevel"].(type) {
+	case nil:
+	case bool:
+		if v {
+			return c.errAt("storage.s3.loglevel", "must be off")
+		}
+	case string:
+		if !strings.EqualFold(v, "off") && v != "" {
+			return c.errAt("storage.s3.loglevel", "%q is not supported: the AWS SDK would print signed requests "+
+				"(access key id, session token) to stdout, outside berth's logs; use log.level: debug instead", v)
+		}
+	default:
+		return c.errAt("storage.s3.loglevel", "must be off")
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		}
 	}
 
-	var h http.Handler = app
+	var h http.Handler = guardBlobReads(log.With("component", "http"), s.metrics, app)
 	h = &tagTimes{driver: d, access: access, next: h}
 	h = ociErrors(h) // OCI error answers instead of 500s and plain-text pages (oci.go)
 	// --- oci11 (referrers API, OCI-Subject, sha512, foreign layers; oci11.go) ---
