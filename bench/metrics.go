@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/berth-registry/berth/bench/internal/report"
 	"github.com/berth-registry/berth/bench/internal/servers"
@@ -14,6 +15,10 @@ const (
 	sUpstream      = "upstream " + servers.UpstreamVersion
 	sUpstreamRedis = "upstream " + servers.UpstreamVersion + "+redis"
 	sDebian        = "debian docker-registry"
+	// On S3: each on its own bucket of one versitygw.
+	sBerthS3    = "berth on S3"
+	sUpstreamS3 = "upstream " + servers.UpstreamVersion + " on S3"
+	sVersitygw  = "versitygw (S3 server)"
 )
 
 // Maintenance contenders.
@@ -127,6 +132,9 @@ func rowSpecs(s sizes) []report.RowSpec {
 	for _, id := range []string{mPushBig, mPushSmall, mPullCold, mPullWarm, mHeadRPS, mHeadP50, mHeadP99, mRSS} {
 		for _, p := range serverPairs {
 			specs = append(specs, report.RowSpec{Metric: ms[id], Pair: p})
+		}
+		if slices.Contains(s3Metrics, id) {
+			specs = append(specs, report.RowSpec{Metric: ms[id], Pair: report.Pair{Subject: sBerthS3, Peer: sUpstreamS3}})
 		}
 	}
 	specs = append(specs,

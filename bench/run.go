@@ -40,7 +40,10 @@ type binaries struct {
 	debianNA string
 	// pruneNA and gcNA say why a berth command cannot run (not written yet).
 	pruneNA, gcNA string
-	subjects      []report.Subject
+	// versitygw is the S3 server of the S3 rows; versitygwNA says why
+	// there is none.
+	versitygw, versitygwNA string
+	subjects               []report.Subject
 }
 
 type bench struct {
@@ -86,7 +89,7 @@ func run(ctx context.Context, o options) (*report.Doc, error) {
 	}
 	b := &bench{o: o, sz: sizesFor(o.Short), res: report.NewResults(), bin: bin, work: work, log: o.Log, big: map[int]bigInfo{}}
 
-	for _, phase := range []func(context.Context){b.serverWorkloads, b.prune, b.gc} {
+	for _, phase := range []func(context.Context){b.serverWorkloads, b.s3Workloads, b.prune, b.gc} {
 		if ctx.Err() == nil {
 			phase(ctx)
 		}
@@ -193,6 +196,14 @@ func resolveBinaries(ctx context.Context, o options) (binaries, error) {
 	}
 	if b.debianNA != "" {
 		b.subjects = append(b.subjects, report.Subject{Name: sDebian, NA: b.debianNA})
+	}
+
+	if p, err := servers.FindVersitygw(); err != nil {
+		b.versitygwNA = err.Error()
+		b.subjects = append(b.subjects, report.Subject{Name: sVersitygw, NA: b.versitygwNA})
+	} else {
+		b.versitygw = p
+		b.subjects = append(b.subjects, report.Subject{Name: sVersitygw, Version: servers.VersitygwVersion(p), Binary: p})
 	}
 
 	if _, err := servers.Help(ctx, b.berth, "prune"); err != nil {

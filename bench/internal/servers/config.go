@@ -29,6 +29,8 @@ type Spec struct {
 	// Redis gives the variant its own redis-server for the blob-descriptor
 	// cache (and, for berth, maintenance coordination).
 	Redis bool
+	// S3 stores on this bucket instead of the filesystem.
+	S3 *Bucket
 }
 
 // sharedSecret is the upload-state HMAC key. Fixed so that upstream does
@@ -41,6 +43,11 @@ const sharedSecret = "berth-bench-loopback-only"
 // the registry's defaults, so the comparison is with the registry as users
 // run it.
 func RegistryConfig(kind Kind, addr, root, redisAddr string) ([]byte, error) {
+	return registryConfig(kind, addr, root, nil, redisAddr)
+}
+
+// registryConfig is RegistryConfig on bucket when it is not nil.
+func registryConfig(kind Kind, addr, root string, bucket *Bucket, redisAddr string) ([]byte, error) {
 	if kind != Distribution && kind != Debian {
 		return nil, fmt.Errorf("registry config: kind %d is not an upstream registry", kind)
 	}
@@ -53,7 +60,11 @@ func RegistryConfig(kind Kind, addr, root, redisAddr string) ([]byte, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 0.1\n")
-	fmt.Fprintf(&b, "storage:\n  filesystem:\n    rootdirectory: %q\n", root)
+	if bucket != nil {
+		fmt.Fprintf(&b, "storage:\n%s", bucket.storageLines())
+	} else {
+		fmt.Fprintf(&b, "storage:\n  filesystem:\n    rootdirectory: %q\n", root)
+	}
 	fmt.Fprintf(&b, "  delete:\n    enabled: true\n")
 	fmt.Fprintf(&b, "  cache:\n    blobdescriptor: %s\n", cache)
 	fmt.Fprintf(&b, "http:\n  addr: %q\n  secret: %s\n", addr, sharedSecret)
@@ -70,9 +81,13 @@ func RegistryConfig(kind Kind, addr, root, redisAddr string) ([]byte, error) {
 }
 
 // BerthArgs are the `berth serve` arguments for a variant; berth enables
-// deletes itself when no config file is given.
+// deletes itself when no config file is given. An empty root leaves the
+// storage to a config file.
 func BerthArgs(addr, debugAddr, root, redisAddr string) []string {
-	args := []string{"serve", "--addr", addr, "--debug-addr", debugAddr, "--data-dir", root}
+	args := []string{"serve", "--addr", addr, "--debug-addr", debugAddr}
+	if root != "" {
+		args = append(args, "--data-dir", root)
+	}
 	if redisAddr != "" {
 		args = append(args, "--redis", redisAddr)
 	}

@@ -117,9 +117,18 @@ func (s *Server) startOnce(ctx context.Context) error {
 			return err
 		}
 		args = BerthArgs(addr, debug, s.Root, redisAddr)
+		if s.Spec.S3 != nil {
+			// The storage comes from a config file (credentials stay off
+			// the command line); flags still set the rest.
+			path := filepath.Join(s.Dir, "berth.yml")
+			if err := os.WriteFile(path, BerthConfig(s.Spec.S3), 0o600); err != nil {
+				return fmt.Errorf("%s: write config: %w", s.Spec.Name, err)
+			}
+			args = append(BerthArgs(addr, debug, "", redisAddr), "--config", path)
+		}
 		readyURLs = append(readyURLs, "http://"+debug+"/readyz")
 	case Distribution, Debian:
-		cfg, err := RegistryConfig(s.Spec.Kind, addr, s.Root, redisAddr)
+		cfg, err := registryConfig(s.Spec.Kind, addr, s.Root, s.Spec.S3, redisAddr)
 		if err != nil {
 			return err
 		}

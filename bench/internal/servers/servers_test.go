@@ -71,3 +71,41 @@ func TestParseVmHWM(t *testing.T) {
 		t.Error("missing VmHWM must be an error")
 	}
 }
+
+func TestS3Configs(t *testing.T) {
+	bucket := &Bucket{S3: &S3{Endpoint: "http://127.0.0.1:9000", AccessKey: "ak", SecretKey: "sk", Region: "us-east-1"}, Name: "b1"}
+	type s3Config struct {
+		Storage map[string]map[string]any `yaml:"storage"`
+		HTTP    struct{ Addr string }     `yaml:"http"`
+	}
+	b, err := registryConfig(Distribution, "127.0.0.1:5555", "/unused", bucket, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up s3Config
+	if err := yaml.Unmarshal(b, &up); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	var berth s3Config
+	if err := yaml.Unmarshal(BerthConfig(bucket), &berth); err != nil {
+		t.Fatalf("%v\n%s", err, BerthConfig(bucket))
+	}
+	for name, c := range map[string]s3Config{"upstream": up, "berth": berth} {
+		s3 := c.Storage["s3"]
+		if s3["bucket"] != "b1" || s3["regionendpoint"] != "http://127.0.0.1:9000" || s3["forcepathstyle"] != true ||
+			s3["secure"] != false || s3["accesskey"] != "ak" || s3["secretkey"] != "sk" || s3["region"] != "us-east-1" {
+			t.Errorf("%s: s3 section %v", name, s3)
+		}
+		// Both serve every byte themselves: with redirects the client would
+		// read from the S3 server and the pull would not measure the registry.
+		if c.Storage["redirect"]["disable"] != true || c.Storage["delete"]["enabled"] != true {
+			t.Errorf("%s: storage %v", name, c.Storage)
+		}
+		if _, ok := c.Storage["filesystem"]; ok {
+			t.Errorf("%s: filesystem storage as well as s3", name)
+		}
+	}
+	if got := strings.Join(BerthArgs("127.0.0.1:1", "127.0.0.1:2", "", ""), " "); got != "serve --addr 127.0.0.1:1 --debug-addr 127.0.0.1:2" {
+		t.Errorf("berth args without a root = %q", got)
+	}
+}
