@@ -618,3 +618,60 @@ func TestS3CatalogAndTagTimesFromEnvironment(t *testing.T) {
 		t.Fatalf("delete a manifest: %d %s", r.status, r.body)
 	}
 }
+
+// With redirects switched on, blob downloads go to a presigned URL on the
+// store and clients that can reach it still pull verified images; the
+// default keeps blob bytes flowing through berth.
+func TestS3BlobRedirects(t *testing.T) {
+	s3 := testutil.StartS3(t)
+	noFollow := &http.Client{Timeout: time.Minute, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		name, yaml string
+		redirect   bool
+	}{
+		{"default", strings.Replace(s3.ConfigYAML(), "  redirect:\n    disable: true\n", "", 1), false},
+		{"enabled", strings.Replace(s3.ConfigYAML(), "disable: true", "disable: false", 1), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.Contains(tc.yaml, "redirect") != tc.redirect {
+				t.Fatalf("test config not as intended:\n%s", tc.yaml)
+			}
+			b := testutil.StartBerth(t, testutil.Options{ConfigYAML: tc.yaml})
+			ref, err := name.ParseReference(b.Host+"/redir/app:"+tc.name, name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := random.Image(4096, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Write(ref, img); err != nil {
+				t.Fatalf("push: %v", err)
+			}
+			pullVerified(t, ref, img)
+			layers, _ := img.Layers()
+			ld, _ := layers[0].Digest()
+			resp, err := noFollow.Get(b.URL + "/v2/redir/app/blobs/" + ld.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			if !tc.redirect {
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("blob GET without redirects: %d (Location %q)", resp.StatusCode, loc)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, s3.Endpoint+"/") ||
+				!strings.Contains(loc, "X-Amz-Signature=") || !strings.Contains(loc, "X-Amz-Expires=") {
+				t.Fatalf("blob GET with redirects: %d, Location %q; want 307 to a presigned URL on %s", resp.StatusCode, loc, s3.Endpoint)
+			}
+			// SigV4 query signing puts the access key id (not the secret) in
+			// the URL: docs/s3.md says so.
+			if strings.Contains(loc, s3.SecretKey) || !strings.Contains(loc, "X-Amz-Credential="+s3.AccessKey) {
+				t.Fatalf("presigned URL %q: want the access key id and not the secret key", loc)
+			}
+		})
+	}
+}
