@@ -8,6 +8,8 @@
 #
 # Debian's docker-registry and redis-server come from apt
 # (apt-get install -y docker-registry redis-server); without them their rows
+# read n/a. The S3 rows (berth vs upstream, each on its own bucket of one
+# versitygw on loopback) need versitygw: `make s3-tools`; without it they
 # read n/a.
 
 BENCH_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/berth-bench
