@@ -224,14 +224,20 @@ func (h *hygieneWriter) finish() {
 	if !h.buffering {
 		return
 	}
-	body := scrubErrorBody(h.buf.Bytes())
+	body := scrubErrorBody(h.status, h.buf.Bytes())
 	h.Header().Del("Content-Length")
 	h.ResponseWriter.WriteHeader(h.status)
 	_, _ = h.ResponseWriter.Write(body)
 }
 
+// storageFailed is the whole answer when storage failed under a 5xx: the
+// other entries Distribution lists then are guesses (a manifest's blobs are
+// "unknown" because they could not be looked at), and clients show the
+// first entry, which would otherwise be a bare "unknown error".
+var storageFailed = map[string]any{"code": "UNKNOWN", "message": "storage error, try again"}
+
 // scrubErrorBody drops details that name storage paths or drivers.
-func scrubErrorBody(b []byte) []byte {
+func scrubErrorBody(status int, b []byte) []byte {
 	var doc struct {
 		Errors []map[string]any `json:"errors"`
 	}
@@ -241,6 +247,10 @@ func scrubErrorBody(b []byte) []byte {
 	for _, e := range doc.Errors {
 		if d, ok := e["detail"]; ok && leaksPath(d) {
 			delete(e, "detail")
+			if status >= 500 && e["code"] == "UNKNOWN" {
+				doc.Errors = []map[string]any{storageFailed}
+				break
+			}
 		}
 		if m, ok := e["message"].(string); ok && leaksPath(m) {
 			e["message"] = "storage error"

@@ -395,6 +395,9 @@ func TestS3StoreGoesAwayMidPush(t *testing.T) {
 	r := s3Send(t, http.MethodPatch, loc, bytes.NewReader(l2b[half:]), int64(len(l2b))-half, map[string]string{
 		"Content-Type": "application/octet-stream", "Content-Range": fmt.Sprintf("%d-%d", half, len(l2b)-1)})
 	checkErrorDoc(t, "PATCH", r, s3)
+	if !strings.Contains(string(r.body), "storage error") {
+		t.Fatalf("PATCH with the store down does not say storage failed: %s", r.body)
+	}
 	mf, err := img.RawManifest()
 	if err != nil {
 		t.Fatal(err)
@@ -402,6 +405,10 @@ func TestS3StoreGoesAwayMidPush(t *testing.T) {
 	mt, _ := img.MediaType()
 	r = s3Send(t, http.MethodPut, b.URL+"/v2/"+repo+"/manifests/v1", bytes.NewReader(mf), int64(len(mf)), map[string]string{"Content-Type": string(mt)})
 	checkErrorDoc(t, "PUT manifest", r, s3)
+	// Blobs that could not be looked at are not "unknown".
+	if !strings.Contains(string(r.body), "storage error") || strings.Contains(string(r.body), "BLOB_UNKNOWN") {
+		t.Fatalf("PUT manifest with the store down: %s, want a storage error only", r.body)
+	}
 	r = s3Send(t, http.MethodGet, b.URL+"/v2/"+repo+"/blobs/"+ld.String(), nil, 0, nil)
 	checkErrorDoc(t, "GET blob", r, s3)
 	if code, body := readyz(t, b); code != http.StatusServiceUnavailable || !strings.Contains(body, `"storage":"unavailable"`) {
