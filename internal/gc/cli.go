@@ -113,8 +113,13 @@ func runCLI(ctx context.Context, f cliFlags, leaseTTLSet bool, out, errw io.Writ
 	if err != nil {
 		return &ExitError{Code: 2, Err: err}
 	}
+	files, err := FileDeleterFor(cfg.Distribution.Storage.Type(), cfg.Distribution.Storage.Parameters())
+	if err != nil {
+		return &ExitError{Code: 2, Err: err}
+	}
 	opts := Options{
 		Driver:         d,
+		Files:          files,
 		DryRun:         f.dryRun,
 		DeleteUntagged: f.deleteUntagged || cfg.Berth.GC.DeleteUntagged,
 		UploadMaxAge:   cfg.Berth.GC.UploadMaxAge,

@@ -40,6 +40,9 @@ type Options struct {
 	// FlushRedis deletes the shared blob-descriptor cache; it runs after the
 	// sweep and before replicas are released.
 	FlushRedis func(ctx context.Context) error
+	// Files deletes links and blob data in batches by exact path (see
+	// FileDeleterFor; S3 only). nil deletes path by path through Driver.
+	Files FileDeleter
 	// Cache keeps parsed manifests between runs (optional).
 	Cache  *ManifestCache
 	Logger *slog.Logger
@@ -128,7 +131,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return rep, nil
 	}
 
-	sw := &sweeper{d: o.Driver, conc: o.Concurrency}
+	sw := &sweeper{d: o.Driver, conc: o.Concurrency, files: o.Files}
 	if lease != nil {
 		sw.guard = lease.Err
 	}

@@ -35,6 +35,8 @@ type testRegistry struct {
 	root   string
 	host   string
 	driver storagedriver.StorageDriver
+	// files is what `berth gc` deletes with on this storage (nil but on S3).
+	files FileDeleter
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -75,7 +77,11 @@ func startTestRegistry(t *testing.T, driver string, params map[string]any) *test
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testRegistry{host: strings.TrimPrefix(srv.URL, "http://"), driver: d}
+	files, err := FileDeleterFor(driver, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testRegistry{host: strings.TrimPrefix(srv.URL, "http://"), driver: d, files: files}
 }
 
 func (r *testRegistry) ref(t *testing.T, s string) name.Reference {

@@ -414,8 +414,8 @@ func TestInvariantRedisTwoReplicas(t *testing.T) {
 
 // TestInvariantS3TwoReplicas is the invariant on shared object storage, the
 // setup S3 exists for: two replicas on one bucket of a real S3 server,
-// coordinated through Redis, gc listing and deleting through the s3-aws
-// driver while both serve.
+// coordinated through Redis, gc listing through the s3-aws driver and
+// deleting in DeleteObjects batches, as `berth gc` does, while both serve.
 func TestInvariantS3TwoReplicas(t *testing.T) {
 	s3 := testutil.StartS3(t)
 	r := testutil.StartRedis(t)
@@ -431,9 +431,13 @@ func TestInvariantS3TwoReplicas(t *testing.T) {
 	if d.Name() != "s3aws" {
 		t.Fatalf("storage driver %q; want s3aws", d.Name())
 	}
+	files, err := gc.FileDeleterFor(b1.Config.Distribution.Storage.Type(), b1.Config.Distribution.Storage.Parameters())
+	if err != nil || files == nil {
+		t.Fatalf("batch deleter for s3: %v, %v", files, err)
+	}
 	backend := maintenance.NewRedis(rc, gc.RedisPrefix)
 	w := newWorkload(t, []string{b1.Host, b2.Host}, func(ctx context.Context, grace time.Duration) (*gc.Report, error) {
-		return gc.Run(ctx, gc.Options{Driver: d, DeleteUntagged: true, BlobGrace: grace, PreScan: true,
+		return gc.Run(ctx, gc.Options{Driver: d, Files: files, DeleteUntagged: true, BlobGrace: grace, PreScan: true,
 			Logger:     quietLogger(),
 			FlushRedis: func(ctx context.Context) error { return blobcache.FlushRedis(ctx, rc) },
 			Coordinator: maintenance.NewCoordinator(backend, "s3-gc", maintenance.CoordinatorOptions{

@@ -102,7 +102,7 @@ func deletesUntaggedAndKeepsTagged(t *testing.T, reg *testRegistry) {
 		return err == nil
 	}
 
-	opts := Options{Driver: reg.driver, DeleteUntagged: true, BlobGrace: 0, DryRun: true, Concurrency: 4}
+	opts := Options{Driver: reg.driver, Files: reg.files, DeleteUntagged: true, BlobGrace: 0, DryRun: true, Concurrency: 4}
 	dry, err := Run(ctx, opts)
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
@@ -174,6 +174,89 @@ func deletesUntaggedAndKeepsTagged(t *testing.T, reg *testRegistry) {
 	}
 	if again.ManifestsRemoved != 0 || again.BlobsRemoved != 0 {
 		t.Fatalf("a second run found more garbage: %+v", again)
+	}
+}
+
+func TestRunOnS3BatchDeletesExactKeys(t *testing.T) {
+	reg := newS3TestRegistry(t)
+	if reg.files == nil {
+		t.Fatal("no batch deleter for the s3 storage")
+	}
+	img := ociImage(t)
+	old := reg.push(t, "app:v1", img)
+	reg.push(t, "app:v1", ociImage(t))
+	rep, err := Run(context.Background(), Options{Driver: reg.driver, Files: reg.files, DeleteUntagged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ManifestsRemoved != 1 || rep.BlobsRemoved != 4 || rep.LayerLinksRemoved != 3 {
+		t.Fatalf("report: %+v", rep)
+	}
+	// Nothing of the collected image is left under any name: a removed
+	// revision, layer link or blob leaves no object behind.
+	var left []string
+	err = reg.driver.Walk(context.Background(), "/", func(fi storagedriver.FileInfo) error {
+		for _, h := range append(layerDigests(t, img), old) {
+			if strings.Contains(fi.Path(), h.Hex) {
+				left = append(left, fi.Path())
+			}
+		}
+		return nil
+	})
+	if err != nil || len(left) > 0 {
+		t.Fatalf("left behind (%v): %v", err, left)
+	}
+	if err := reg.pullsCompletely(t, reg.ref(t, "app:v1")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// driverFiles deletes "in batches" through the driver, failing one path,
+// so that the batch bookkeeping is tested on any storage.
+type driverFiles struct {
+	d    storagedriver.StorageDriver
+	fail string
+	sent atomic.Int64
+}
+
+func (f *driverFiles) DeleteFiles(ctx context.Context, paths []string) (map[string]error, error) {
+	f.sent.Add(1)
+	failed := map[string]error{}
+	for _, p := range paths {
+		if p == f.fail {
+			failed[p] = errors.New("injected delete failure")
+			continue
+		}
+		if err := f.d.Delete(ctx, p); err != nil && !isNotFound(err) {
+			failed[p] = err
+		}
+	}
+	return failed, nil
+}
+
+func TestBatchedRunKeepsBlobsOfAManifestItFailedToDelete(t *testing.T) {
+	reg := newTestRegistry(t)
+	img := ociImage(t)
+	d := reg.pushByDigest(t, "app", img)
+	dd := toDigest(d)
+	gone := reg.pushByDigest(t, "app", ociImage(t))
+	files := &driverFiles{d: reg.driver, fail: repoPath("app", "_manifests", "revisions", dd.Algorithm().String(), dd.Encoded(), "link")}
+
+	rep, err := Run(context.Background(), Options{Driver: reg.driver, Files: files, DeleteUntagged: true})
+	if !errors.Is(err, ErrPartial) {
+		t.Fatalf("err %v; want ErrPartial", err)
+	}
+	if len(rep.Errors) != 1 || !strings.Contains(rep.Errors[0], "injected") || rep.ManifestsRemoved != 1 || rep.BlobsRemoved != 4 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if files.sent.Load() == 0 {
+		t.Fatal("nothing went through the batch deleter")
+	}
+	if err := reg.pullsCompletely(t, reg.digestRef(t, "app", d)); err != nil {
+		t.Fatalf("the manifest gc failed to delete lost its blobs: %v", err)
+	}
+	if reg.exists(t, reg.digestRef(t, "app", gone)) {
+		t.Fatal("the other untagged manifest survived")
 	}
 }
 
@@ -303,7 +386,7 @@ func runsUnderLease(t *testing.T, reg *testRegistry) {
 	go r.Run(rctx)
 
 	c := maintenance.NewCoordinator(b, "gc-test", maintenance.CoordinatorOptions{LeaseTTL: 2 * time.Second, ReplicaPoll: 50 * time.Millisecond})
-	rep, err := Run(ctx, Options{Driver: reg.driver, Coordinator: c, DeleteUntagged: true, PreScan: true,
+	rep, err := Run(ctx, Options{Driver: reg.driver, Files: reg.files, Coordinator: c, DeleteUntagged: true, PreScan: true,
 		FlushRedis: func(context.Context) error { redisFlushes.Add(1); return nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +439,37 @@ func TestSweepStopsWhenTheLeaseIsLost(t *testing.T) {
 	}
 	if n := drv.deletes.Load(); n > 5 || int64(done) != n {
 		t.Fatalf("%d deletions (%d reported) after the guard allowed 5", n, done)
+	}
+	if !errors.Is(sw.stopErr, lost) {
+		t.Fatalf("stop error %v", sw.stopErr)
+	}
+}
+
+func TestBatchedSweepStopsWhenTheLeaseIsLost(t *testing.T) {
+	drv := &countingDriver{}
+	files := &driverFiles{d: drv}
+	var checks atomic.Int64
+	lost := errors.New("lease lost")
+	sw := &sweeper{d: drv, conc: 4, files: files, guard: func() error {
+		if checks.Add(1) > 3 {
+			return lost
+		}
+		return nil
+	}}
+	var blobs []Blob
+	for i := range 100 {
+		blobs = append(blobs, Blob{Digest: digest.FromString(string(rune(i)))})
+	}
+	ok := sw.blobs(context.Background(), blobs)
+	done := 0
+	for _, o := range ok {
+		if o {
+			done++
+		}
+	}
+	// 100 blobs over 4 workers: batches of 25, and the guard let at most one through.
+	if n := drv.deletes.Load(); n > 25 || int64(done) != n || files.sent.Load() > 1 {
+		t.Fatalf("%d deletions (%d reported) in %d requests", n, done, files.sent.Load())
 	}
 	if !errors.Is(sw.stopErr, lost) {
 		t.Fatalf("stop error %v", sw.stopErr)

@@ -9,14 +9,18 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 
 	"github.com/berth-registry/berth/internal/gc"
 	"github.com/berth-registry/berth/internal/gc/gcbench"
 	"github.com/berth-registry/berth/internal/maintenance"
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 // TestSeedIsCollectable is the fast check that the harness works: a small
@@ -52,27 +56,15 @@ func TestSeedIsCollectable(t *testing.T) {
 //
 //	GOBIN=$HOME/.cache/berth-bench go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2
 //
-// BERTH_GC_BENCH_IMAGES sets the image count (default 1000), BERTH_GC_BENCH_ROUNDS
-// the rounds (default 3; the median is reported).
+// or found where `make conformance-tools` installs it. BERTH_GC_BENCH_IMAGES
+// sets the image count (default 1000), BERTH_GC_BENCH_ROUNDS the rounds
+// (default 3; the median is reported).
 func TestBenchmarkAgainstUpstream(t *testing.T) {
 	if os.Getenv("BERTH_GC_BENCH") != "1" {
 		t.Skip("benchmark: set BERTH_GC_BENCH=1 to run")
 	}
-	bin := os.Getenv("BERTH_UPSTREAM_REGISTRY")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("registry"); err != nil {
-			t.Fatal("no upstream registry binary: set BERTH_UPSTREAM_REGISTRY")
-		}
-	}
-	images := 1000
-	if s := os.Getenv("BERTH_GC_BENCH_IMAGES"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		images = n
-	}
+	bin := upstreamRegistry(t)
+	images := envInt(t, "BERTH_GC_BENCH_IMAGES", 1000)
 	ctx := context.Background()
 	dir := t.TempDir()
 	seedRoot := filepath.Join(dir, "seed")
@@ -170,4 +162,162 @@ func TestBenchmarkAgainstUpstream(t *testing.T) {
 	t.Logf("berth gc with lease (pre-scan):                     %s  %v  ratio %.2f", med(leased), leased,
 		float64(med(leased))/float64(med(upstream)))
 	t.Logf("read-only window with lease:                        %s  %v", med(window), window)
+}
+
+// upstreamRegistry finds Distribution's registry binary: $BERTH_UPSTREAM_REGISTRY,
+// the tool cache of `make conformance-tools`, then PATH.
+func upstreamRegistry(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("BERTH_UPSTREAM_REGISTRY"); bin != "" {
+		return bin
+	}
+	home, _ := os.UserHomeDir()
+	if bin := filepath.Join(home, ".cache", "berth", "bin", "distribution@v3.1.2", "registry"); fileExists(bin) {
+		return bin
+	}
+	bin, err := exec.LookPath("registry")
+	if err != nil {
+		t.Fatal("no upstream registry binary: run make conformance-tools or set BERTH_UPSTREAM_REGISTRY")
+	}
+	return bin
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive integer", name, s)
+	}
+	return n
+}
+
+// TestBenchmarkS3AgainstUpstream compares berth gc with upstream's `registry
+// garbage-collect` on two identical buckets of a real S3 server (versitygw,
+// see testutil.StartS3), both with --delete-untagged and offline (no
+// registry serving). Like the filesystem benchmark it runs only with
+// BERTH_GC_BENCH=1:
+//
+//	BERTH_GC_BENCH=1 go test ./internal/gc/gcbench/ -run S3 -v -timeout 30m
+//
+// The images (BERTH_GC_BENCH_IMAGES, default 1000; half of them untagged,
+// every image of a repository sharing a base layer) are seeded into a
+// filesystem root by Distribution's storage code and copied into both
+// buckets object by object through the s3-aws driver. BERTH_GC_BENCH_CONCURRENCY
+// sets berth's concurrency (default gc.DefaultConcurrency);
+// BERTH_GC_BENCH_NO_BATCH=1 makes berth delete path by path through the
+// driver, as without the DeleteObjects batches.
+func TestBenchmarkS3AgainstUpstream(t *testing.T) {
+	if os.Getenv("BERTH_GC_BENCH") != "1" {
+		t.Skip("benchmark: set BERTH_GC_BENCH=1 to run")
+	}
+	bin := upstreamRegistry(t)
+	images := envInt(t, "BERTH_GC_BENCH_IMAGES", 1000)
+	conc := envInt(t, "BERTH_GC_BENCH_CONCURRENCY", gc.DefaultConcurrency)
+	ctx := context.Background()
+	s3 := testutil.StartS3(t)
+	dir := t.TempDir()
+
+	start := time.Now()
+	seedRoot := filepath.Join(dir, "seed")
+	seeded, err := gcbench.Seed(ctx, seedRoot, gcbench.SeedOptions{Images: images, UntaggedEvery: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := gcbench.Files(seedRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	upBucket, berthBucket := s3.Bucket, s3.NewBucket(t)
+	open := func(bucket string) storagedriver.StorageDriver {
+		d, err := factory.Create(ctx, "s3aws", s3.Parameters(bucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	upDriver, berthDriver := open(upBucket), open(berthBucket)
+	for _, d := range []storagedriver.StorageDriver{upDriver, berthDriver} {
+		if _, err := gcbench.Upload(ctx, seedRoot, d, 16); err != nil {
+			t.Fatal(err)
+		}
+		got, err := gcbench.Keys(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("bucket holds %d objects, the seeded root %d files", len(got), len(want))
+		}
+	}
+	t.Logf("seeded %d tagged + %d untagged images (%d objects) into two buckets in %s",
+		seeded.Tagged, seeded.Untagged, len(want), time.Since(start).Round(time.Millisecond))
+
+	cfg := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfg, gcbench.UpstreamConfigStorage(s3.StorageYAML(upBucket)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	upstream, err := gcbench.RunUpstream(ctx, bin, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// As `berth gc` opens it from the configuration's storage section.
+	files, err := gc.FileDeleterFor("s3", s3.Parameters(berthBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("BERTH_GC_BENCH_NO_BATCH") == "1" {
+		files = nil
+	}
+	rep, err := gc.Run(ctx, gc.Options{Driver: berthDriver, Files: files, DeleteUntagged: true, Concurrency: conc, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	left, err := gcbench.Keys(ctx, upDriver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := gcbench.Keys(ctx, berthDriver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, left) {
+		t.Errorf("berth and upstream left different objects: %d vs %d\n%s", len(got), len(left), diff(got, left))
+	}
+	if len(left) == len(want) {
+		t.Errorf("nothing was collected")
+	}
+	t.Logf("images=%d objects before=%d after=%d; berth removed %d manifests, %d blobs, %d layer links",
+		images, len(want), len(left), rep.ManifestsRemoved, rep.BlobsRemoved, rep.LayerLinksRemoved)
+	t.Logf("upstream registry garbage-collect --delete-untagged: %s", upstream.Round(time.Millisecond))
+	t.Logf("berth gc --delete-untagged --concurrency %d (batch deletes: %t): %s (listing %s, sweeping %s)  %.1fx faster",
+		conc, files != nil, rep.Duration.Round(time.Millisecond), rep.Listing.Round(time.Millisecond), rep.Sweeping.Round(time.Millisecond),
+		float64(upstream)/float64(rep.Duration))
+}
+
+// diff names a few paths that only one side holds.
+func diff(a, b []string) string {
+	var out []string
+	for _, p := range a {
+		if _, ok := slices.BinarySearch(b, p); !ok && len(out) < 10 {
+			out = append(out, "only berth's: "+p)
+		}
+	}
+	for _, p := range b {
+		if _, ok := slices.BinarySearch(a, p); !ok && len(out) < 20 {
+			out = append(out, "only upstream's: "+p)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -1,8 +1,9 @@
 // Package gcbench builds storages for gc benchmarks: it seeds images into a
 // filesystem root through Distribution's own storage code (the on-disk
 // result is what a push over HTTP leaves, without the HTTP cost), copies
-// storages so that two collectors can run on identical data, and writes the
-// configuration upstream's `registry garbage-collect` needs.
+// storages so that two collectors can run on identical data (another root,
+// or an S3 bucket through the storage driver), and writes the configuration
+// upstream's `registry garbage-collect` needs.
 package gcbench
 
 import (
@@ -15,12 +16,16 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/registry/storage"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // the driver Seed uses
 	"github.com/distribution/reference"
@@ -40,9 +45,9 @@ type SeedOptions struct {
 	LayersPerImage int
 	// LayerSize in bytes (default 4096).
 	LayerSize int
-	// UntaggedEvery: every k-th image is pushed by digest only, so that
-	// --delete-untagged has work (default 4; 0 or less after defaults means
-	// none when set negative).
+	// UntaggedEvery: every k-th image of a repository is pushed by digest
+	// only (the first one included), so that --delete-untagged has work
+	// (default 4; negative means none).
 	UntaggedEvery int
 	// Seed makes the content reproducible.
 	Seed uint64
@@ -107,7 +112,12 @@ func Seed(ctx context.Context, root string, o SeedOptions) (*Seeded, error) {
 				return fmt.Errorf("seed %s: %w", name, err)
 			}
 			for i := r; i < o.Images; i += o.Repositories {
-				untagged := o.UntaggedEvery > 0 && i%o.UntaggedEvery == 0
+				// Counted within the repository, so that every repository
+				// holds both kinds: upstream's gc mishandles a repository
+				// without any tag (it deletes the blobs of its manifests
+				// but keeps their revision links), which is not what is
+				// being measured.
+				untagged := o.UntaggedEvery > 0 && (i/o.Repositories)%o.UntaggedEvery == 0
 				tag := ""
 				if !untagged {
 					tag = fmt.Sprintf("v%d", i/o.Repositories)
@@ -229,6 +239,56 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// Upload copies the storage at root into d, file by file with PutContent:
+// the driver maps each path to its object exactly as when the registry
+// writes it, so the result is the layout a push leaves (object times are
+// the upload's). It returns the number of objects written.
+func Upload(ctx context.Context, root string, d storagedriver.StorageDriver, concurrency int) (int, error) {
+	files, err := Files(root)
+	if err != nil {
+		return 0, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(concurrency)
+	for _, f := range files {
+		g.Go(func() error {
+			b, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(f)))
+			if err != nil {
+				return err
+			}
+			if err := d.PutContent(gctx, "/"+f, b); err != nil {
+				return fmt.Errorf("upload %s: %w", f, err)
+			}
+			return nil
+		})
+	}
+	return len(files), g.Wait()
+}
+
+// Keys lists a storage's files through its driver, as Files does for a
+// root: relative, sorted, without upload sessions and berth's beacons.
+func Keys(ctx context.Context, d storagedriver.StorageDriver) ([]string, error) {
+	var out []string
+	err := d.Walk(ctx, "/", func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			if n := path.Base(fi.Path()); n == "_uploads" || n == "berth" {
+				return storagedriver.ErrSkipDir
+			}
+			return nil
+		}
+		out = append(out, strings.TrimPrefix(fi.Path(), "/"))
+		return nil
+	})
+	slices.Sort(out)
+	return out, err
+}
+
+// UpstreamConfigStorage is a registry configuration for `registry
+// garbage-collect` with the given top-level `storage:` section.
+func UpstreamConfigStorage(storageSection string) []byte {
+	return fmt.Appendf(nil, "version: 0.1\nlog:\n  level: error\n%shttp:\n  addr: 127.0.0.1:0\n", storageSection)
 }
 
 // UpstreamConfig is a registry configuration for `registry garbage-collect`
