@@ -569,6 +569,10 @@ func TestS3CatalogAndTagTimesFromEnvironment(t *testing.T) {
 	if typ := b.Config.Distribution.Storage.Type(); typ != "s3" {
 		t.Fatalf("storage %s, want s3 from the environment", typ)
 	}
+	// An empty bucket is a ready registry (nothing under the root yet).
+	if code, body := readyz(t, b); code != http.StatusOK {
+		t.Fatalf("readyz on an empty bucket: %d %s", code, body)
+	}
 	pushed := map[string]v1.Hash{}
 	for _, r := range []string{"zeta/app:v1", "alpha/app:v1", "alpha/app:v2"} {
 		img, err := random.Image(512, 1)
