@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,27 @@ func TestShortRunProducesEveryRow(t *testing.T) {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+func TestOnlySelectsScenarioRows(t *testing.T) {
+	all := rowSpecs(sizesFor(true))
+	only, err := selectScenarios([]string{"s3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := selectRows(slices.Clone(all), only)
+	if len(rows) != len(s3Metrics) {
+		t.Fatalf("-only s3 keeps %d rows, want %d", len(rows), len(s3Metrics))
+	}
+	for _, r := range rows {
+		if r.Pair != (report.Pair{Subject: sBerthS3, Peer: sUpstreamS3}) {
+			t.Errorf("-only s3 kept %s", report.RowID(r.Metric.ID, r.Pair))
+		}
+	}
+	if every, err := selectScenarios(nil); err != nil || len(selectRows(slices.Clone(all), every)) != len(all) {
+		t.Errorf("no -only must keep every row (%v)", err)
+	}
+	if _, err := selectScenarios([]string{"s4"}); err == nil || !strings.Contains(err.Error(), "s4") {
+		t.Errorf("unknown scenario: %v", err)
+	}
 }

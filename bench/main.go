@@ -5,6 +5,7 @@
 //	go run ./bench              # full size, a few minutes
 //	go run ./bench -short       # tiny sizes, checks the harness works
 //	go run ./bench -json out.json -reps 5
+//	go run ./bench -only s3 -reps 7   # one scenario, more reps
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/berth-registry/berth/bench/internal/servers"
@@ -32,6 +34,7 @@ func main() {
 	fs.StringVar(&o.UpstreamBin, "registry", "", "use this upstream registry binary instead of installing "+servers.UpstreamVersion)
 	fs.StringVar(&o.DebianBin, "debian", "", "Debian docker-registry binary (default: /usr/bin/docker-registry if installed)")
 	fs.BoolVar(&o.NoDebian, "no-debian", false, "leave Debian's docker-registry out")
+	only := fs.String("only", "", "run only these scenarios, comma-separated: "+strings.Join(scenarios, ", ")+" (default: all)")
 	verbose := fs.Bool("v", false, "log every measurement")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -39,6 +42,9 @@ func main() {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", fs.Args())
 		os.Exit(2)
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
 	}
 	level := slog.LevelWarn
 	if *verbose {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/berth-registry/berth/bench/internal/report"
 	"github.com/berth-registry/berth/bench/internal/servers"
@@ -144,4 +145,49 @@ func rowSpecs(s sizes) []report.RowSpec {
 		report.RowSpec{Metric: ms[mGC], Pair: report.Pair{Subject: gBerth, Peer: gDebian}},
 	)
 	return specs
+}
+
+// Scenarios, in the order a run takes them; -only picks some.
+const (
+	scServer = "server" // push, pull, HEAD storm, RSS on the filesystem
+	scS3     = "s3"     // push and pull on S3
+	scPrune  = "prune"
+	scGC     = "gc"
+)
+
+var scenarios = []string{scServer, scS3, scPrune, scGC}
+
+func selectScenarios(names []string) (map[string]bool, error) {
+	sel := map[string]bool{}
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(scenarios, n) {
+			return nil, fmt.Errorf("-only: unknown scenario %q (want %s)", n, strings.Join(scenarios, ", "))
+		}
+		sel[n] = true
+	}
+	if len(sel) == 0 {
+		for _, n := range scenarios {
+			sel[n] = true
+		}
+	}
+	return sel, nil
+}
+
+// scenarioOf says which scenario produces a row.
+func scenarioOf(sp report.RowSpec) string {
+	switch {
+	case sp.Metric.ID == mPrune:
+		return scPrune
+	case sp.Metric.ID == mGC:
+		return scGC
+	case sp.Pair.Subject == sBerthS3:
+		return scS3
+	}
+	return scServer
+}
+
+// selectRows keeps the rows of the scenarios that ran.
+func selectRows(specs []report.RowSpec, only map[string]bool) []report.RowSpec {
+	return slices.DeleteFunc(specs, func(sp report.RowSpec) bool { return !only[scenarioOf(sp)] })
 }

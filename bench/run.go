@@ -29,8 +29,10 @@ type options struct {
 	// Binaries; empty means build berth, install upstream, look for Debian's.
 	BerthBin, UpstreamBin, DebianBin string
 	NoDebian                         bool
-	Out                              io.Writer
-	Log                              *slog.Logger
+	// Only runs these scenarios (see scenarios); empty runs all.
+	Only []string
+	Out  io.Writer
+	Log  *slog.Logger
 }
 
 // binaries are the contenders' executables.
@@ -89,9 +91,14 @@ func run(ctx context.Context, o options) (*report.Doc, error) {
 	}
 	b := &bench{o: o, sz: sizesFor(o.Short), res: report.NewResults(), bin: bin, work: work, log: o.Log, big: map[int]bigInfo{}}
 
-	for _, phase := range []func(context.Context){b.serverWorkloads, b.s3Workloads, b.prune, b.gc} {
-		if ctx.Err() == nil {
-			phase(ctx)
+	only, err := selectScenarios(o.Only)
+	if err != nil {
+		return nil, err
+	}
+	phases := map[string]func(context.Context){scServer: b.serverWorkloads, scS3: b.s3Workloads, scPrune: b.prune, scGC: b.gc}
+	for _, sc := range scenarios {
+		if ctx.Err() == nil && only[sc] {
+			phases[sc](ctx)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -100,7 +107,7 @@ func run(ctx context.Context, o options) (*report.Doc, error) {
 
 	doc := &report.Doc{
 		Machine: machine(), Storage: describeStorage(o.WorkDir), Started: started, Duration: time.Since(started), Short: o.Short, Reps: o.Reps,
-		Subjects: bin.subjects, Rows: b.res.Rows(rowSpecs(b.sz)), Notes: b.res.Notes(),
+		Subjects: bin.subjects, Rows: b.res.Rows(selectRows(rowSpecs(b.sz), only)), Notes: b.res.Notes(),
 	}
 	if err := doc.Markdown(o.Out); err != nil {
 		return doc, err
