@@ -134,3 +134,33 @@ func TestCLIUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// berth gc reads the S3 storage from the configuration file, as serve does,
+// and deletes in batches opened from the same section.
+func TestCLIOnS3(t *testing.T) {
+	reg := newS3TestRegistry(t)
+	old := reg.push(t, "app:v1", ociImage(t))
+	reg.push(t, "app:v1", ociImage(t))
+	cfg := filepath.Join(t.TempDir(), "config.yml")
+	doc := "version: 0.1\n" + reg.s3.StorageYAML(reg.bucket) + "berth:\n  gc:\n    blobgrace: 0s\n"
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCommand(t, "--config", cfg, "--delete-untagged", "--output", "json")
+	if err != nil {
+		t.Fatalf("gc: %v\n%s", err, out)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	if rep["manifestsRemoved"] != 1.0 || rep["blobsRemoved"] != 4.0 {
+		t.Fatalf("report: %s", out)
+	}
+	if reg.exists(t, reg.digestRef(t, "app", old)) {
+		t.Fatal("the untagged manifest survived")
+	}
+	if err := reg.pullsCompletely(t, reg.ref(t, "app:v1")); err != nil {
+		t.Fatal(err)
+	}
+}

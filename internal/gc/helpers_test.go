@@ -37,6 +37,9 @@ type testRegistry struct {
 	driver storagedriver.StorageDriver
 	// files is what `berth gc` deletes with on this storage (nil but on S3).
 	files FileDeleter
+	// s3 and bucket are set on S3.
+	s3     *testutil.S3
+	bucket string
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -52,7 +55,9 @@ func newTestRegistry(t *testing.T) *testRegistry {
 func newS3TestRegistry(t *testing.T) *testRegistry {
 	t.Helper()
 	s3 := testutil.StartS3(t)
-	return startTestRegistry(t, "s3aws", s3.Parameters(s3.Bucket))
+	r := startTestRegistry(t, "s3aws", s3.Parameters(s3.Bucket))
+	r.s3, r.bucket = s3, s3.Bucket
+	return r
 }
 
 func startTestRegistry(t *testing.T, driver string, params map[string]any) *testRegistry {

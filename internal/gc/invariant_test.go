@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/redis/go-redis/v9"
@@ -43,6 +45,12 @@ import (
 // schedule in serve runs it) and once with Redis and two replicas.
 
 const loadFor = 12 * time.Second
+
+// loadGrace is gc's blob grace period under load. It protects layers
+// uploaded for a manifest not pushed yet, so it must outlast most pushes;
+// pushes here keep meeting read-only windows and backing off, so it is
+// seconds rather than the hour berth defaults to.
+const loadGrace = 4 * time.Second
 
 // countingTransport counts writes refused for maintenance.
 type countingTransport struct {
@@ -76,6 +84,8 @@ type workload struct {
 	doomed   []image // pushed, tag to be deleted
 	deleted  []image // tag deleted: gc may collect it
 	failures []string
+	// repushed counts pushes repeated because they outlived the grace period.
+	repushed atomic.Int64
 
 	reports []*gc.Report
 }
@@ -122,6 +132,21 @@ func (w *workload) pull(ctx context.Context, host string, im image) error {
 	return validate.Image(img)
 }
 
+// outlivedGrace reports a manifest refused for a missing layer by a push
+// that started longer than loadGrace ago.
+func outlivedGrace(err error, start time.Time) bool {
+	var te *transport.Error
+	if !errors.As(err, &te) || time.Since(start) <= loadGrace {
+		return false
+	}
+	for _, d := range te.Errors {
+		if d.Code == transport.ManifestBlobUnknownErrorCode {
+			return true
+		}
+	}
+	return false
+}
+
 // smallImage is a one-layer image, plus base when given. It is called from
 // worker goroutines, where t.Fatal is not allowed; random images do not fail.
 func smallImage(_ *testing.T, base v1.Layer) v1.Image {
@@ -159,9 +184,21 @@ func (w *workload) pusher(ctx context.Context, k int) {
 			im, into = image{ref: fmt.Sprintf("inv/p%d:t%d", k, n), img: smallImage(w.t, base)}, &w.live
 		}
 		w.mu.Unlock()
-		if err := w.push(ctx, host, im.ref, im.img); err != nil {
+		start := time.Now()
+		err := w.push(ctx, host, im.ref, im.img)
+		if outlivedGrace(err, start) && ctx.Err() == nil {
+			// On a loaded machine a push that kept backing off can take
+			// longer than the grace period; gc may then collect its layers
+			// before the manifest arrives, and the registry refuses the
+			// manifest. Nothing pushed successfully is lost, and a client
+			// pushes again, which uploads what is missing. Within the grace
+			// period the same refusal stays a failure.
+			w.repushed.Add(1)
+			err = w.push(ctx, host, im.ref, im.img)
+		}
+		if err != nil {
 			if ctx.Err() == nil {
-				w.fail("push %s via %s: %v", im.ref, host, err)
+				w.fail("push %s via %s (after %s): %v", im.ref, host, time.Since(start).Round(time.Millisecond), err)
 			}
 			return
 		}
@@ -230,11 +267,7 @@ func (w *workload) deleteSome(ctx context.Context, n int) {
 func (w *workload) collector(ctx context.Context) {
 	for ctx.Err() == nil {
 		w.deleteSome(ctx, 3)
-		// The grace period protects layers uploaded for a manifest that is
-		// not pushed yet. It must outlast the slowest push, and pushes here
-		// keep meeting read-only windows and backing off, so it is seconds
-		// rather than the hour berth defaults to.
-		rep, err := w.gcOnce(ctx, 4*time.Second)
+		rep, err := w.gcOnce(ctx, loadGrace)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.fail("gc: %v", err)
@@ -291,8 +324,8 @@ func (w *workload) check() {
 			t.Errorf("live image %s after the run: %v", im.ref, err)
 		}
 	}
-	t.Logf("%d gc runs, %d manifests removed, writes refused %s in total, %d writes refused and retried; %d live images verified, %d tags deleted",
-		runs, removed, window.Round(time.Millisecond), w.tr.refused.Load(), len(w.live), len(w.deleted))
+	t.Logf("%d gc runs, %d manifests removed, writes refused %s in total, %d writes refused and retried, %d pushes repeated after outliving the grace period; %d live images verified, %d tags deleted",
+		runs, removed, window.Round(time.Millisecond), w.tr.refused.Load(), w.repushed.Load(), len(w.live), len(w.deleted))
 }
 
 // collectedThenRepushed deterministically covers the cache bug of
