@@ -52,10 +52,17 @@ func newTestRegistry(t *testing.T) *testRegistry {
 
 // newS3TestRegistry is the same registry on a fresh bucket of a real S3
 // server (versitygw), through Distribution's s3-aws driver.
-func newS3TestRegistry(t *testing.T) *testRegistry {
+func newS3TestRegistry(t *testing.T) *testRegistry { return newS3TestRegistryWith(t, nil) }
+
+// newS3TestRegistryWith adds driver parameters (rootdirectory, say).
+func newS3TestRegistryWith(t *testing.T, extra map[string]any) *testRegistry {
 	t.Helper()
 	s3 := testutil.StartS3(t)
-	r := startTestRegistry(t, "s3aws", s3.Parameters(s3.Bucket))
+	params := s3.Parameters(s3.Bucket)
+	for k, v := range extra {
+		params[k] = v
+	}
+	r := startTestRegistry(t, "s3aws", params)
 	r.s3, r.bucket = s3, s3.Bucket
 	return r
 }

@@ -178,7 +178,8 @@ func deletesUntaggedAndKeepsTagged(t *testing.T, reg *testRegistry) {
 }
 
 func TestRunOnS3BatchDeletesExactKeys(t *testing.T) {
-	reg := newS3TestRegistry(t)
+	// Under a root directory, where a key differs most from its path.
+	reg := newS3TestRegistryWith(t, map[string]any{"rootdirectory": "/some/root"})
 	if reg.files == nil {
 		t.Fatal("no batch deleter for the s3 storage")
 	}

@@ -95,7 +95,9 @@ func newS3Deleter(params map[string]any) (FileDeleter, error) {
 		return nil, errors.New("s3 storage: no bucket parameter")
 	}
 	cfg := aws.NewConfig().
-		WithRegion(str("region")).
+		// fmt.Sprint as the driver does, even of a missing region: the
+		// same configuration must reach the same endpoint.
+		WithRegion(fmt.Sprint(params["region"])).
 		WithS3ForcePathStyle(flags["forcepathstyle"]).
 		WithS3UseAccelerate(flags["accelerate"]).
 		WithDisableSSL(!flags["secure"])
