@@ -201,20 +201,21 @@ func envInt(t *testing.T, name string, def int) int {
 }
 
 // TestBenchmarkS3AgainstUpstream compares berth gc with upstream's `registry
-// garbage-collect` on two identical buckets of a real S3 server (versitygw,
-// see testutil.StartS3), both with --delete-untagged and offline (no
-// registry serving). Like the filesystem benchmark it runs only with
-// BERTH_GC_BENCH=1:
+// garbage-collect` on identical buckets of a real S3 server (versitygw, see
+// testutil.StartS3), both with --delete-untagged and offline (no registry
+// serving); berth runs once more on a third bucket under the read-only
+// lease, as against live replicas. Like the filesystem benchmark it runs
+// only with BERTH_GC_BENCH=1:
 //
 //	BERTH_GC_BENCH=1 go test ./internal/gc/gcbench/ -run S3 -v -timeout 30m
 //
 // The images (BERTH_GC_BENCH_IMAGES, default 1000; half of them untagged,
 // every image of a repository sharing a base layer) are seeded into a
-// filesystem root by Distribution's storage code and copied into both
-// buckets object by object through the s3-aws driver. BERTH_GC_BENCH_CONCURRENCY
-// sets berth's concurrency (default gc.DefaultConcurrency);
-// BERTH_GC_BENCH_NO_BATCH=1 makes berth delete path by path through the
-// driver, as without the DeleteObjects batches.
+// filesystem root by Distribution's storage code and copied into every
+// bucket object by object through the s3-aws driver.
+// BERTH_GC_BENCH_CONCURRENCY sets berth's concurrency (default
+// gc.DefaultConcurrency); BERTH_GC_BENCH_NO_BATCH=1 makes berth delete path
+// by path through the driver, without DeleteObjects batches.
 func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 	if os.Getenv("BERTH_GC_BENCH") != "1" {
 		t.Skip("benchmark: set BERTH_GC_BENCH=1 to run")
@@ -237,7 +238,7 @@ func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(want)
-	upBucket, berthBucket := s3.Bucket, s3.NewBucket(t)
+	upBucket, berthBucket, leaseBucket := s3.Bucket, s3.NewBucket(t), s3.NewBucket(t)
 	open := func(bucket string) storagedriver.StorageDriver {
 		d, err := factory.Create(ctx, "s3aws", s3.Parameters(bucket))
 		if err != nil {
@@ -245,8 +246,8 @@ func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 		}
 		return d
 	}
-	upDriver, berthDriver := open(upBucket), open(berthBucket)
-	for _, d := range []storagedriver.StorageDriver{upDriver, berthDriver} {
+	upDriver, berthDriver, leaseDriver := open(upBucket), open(berthBucket), open(leaseBucket)
+	for _, d := range []storagedriver.StorageDriver{upDriver, berthDriver, leaseDriver} {
 		if _, err := gcbench.Upload(ctx, seedRoot, d, 16); err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +259,7 @@ func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 			t.Fatalf("bucket holds %d objects, the seeded root %d files", len(got), len(want))
 		}
 	}
-	t.Logf("seeded %d tagged + %d untagged images (%d objects) into two buckets in %s",
+	t.Logf("seeded %d tagged + %d untagged images (%d objects) into three buckets in %s",
 		seeded.Tagged, seeded.Untagged, len(want), time.Since(start).Round(time.Millisecond))
 
 	cfg := filepath.Join(dir, "config.yml")
@@ -272,14 +273,31 @@ func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// As `berth gc` opens it from the configuration's storage section.
-	files, err := gc.FileDeleterFor("s3", s3.Parameters(berthBucket))
+	filesFor := func(bucket string) gc.FileDeleter {
+		if os.Getenv("BERTH_GC_BENCH_NO_BATCH") == "1" {
+			return nil
+		}
+		files, err := gc.FileDeleterFor("s3", s3.Parameters(bucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files
+	}
+	files := filesFor(berthBucket)
+	rep, err := gc.Run(ctx, gc.Options{Driver: berthDriver, Files: files, DeleteUntagged: true, Concurrency: conc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if os.Getenv("BERTH_GC_BENCH_NO_BATCH") == "1" {
-		files = nil
-	}
-	rep, err := gc.Run(ctx, gc.Options{Driver: berthDriver, Files: files, DeleteUntagged: true, Concurrency: conc, Logger: quiet})
+
+	// With the lease, as `berth gc` runs against live replicas: one
+	// in-process replica acknowledges.
+	b := maintenance.NewLocal()
+	rctx, stop := context.WithCancel(ctx)
+	go maintenance.NewReplica(b, "replica", maintenance.Hooks{}, maintenance.ReplicaOptions{Logger: quiet}).Run(rctx)
+	leased, err := gc.Run(ctx, gc.Options{Driver: leaseDriver, Files: filesFor(leaseBucket), DeleteUntagged: true,
+		Concurrency: conc, PreScan: true, Logger: quiet,
+		Coordinator: maintenance.NewCoordinator(b, "bench", maintenance.CoordinatorOptions{Logger: quiet})})
+	stop()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,12 +306,14 @@ func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := gcbench.Keys(ctx, berthDriver)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(got, left) {
-		t.Errorf("berth and upstream left different objects: %d vs %d\n%s", len(got), len(left), diff(got, left))
+	for _, d := range []storagedriver.StorageDriver{berthDriver, leaseDriver} {
+		got, err := gcbench.Keys(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, left) {
+			t.Errorf("berth and upstream left different objects: %d vs %d\n%s", len(got), len(left), diff(got, left))
+		}
 	}
 	if len(left) == len(want) {
 		t.Errorf("nothing was collected")
@@ -304,6 +324,8 @@ func TestBenchmarkS3AgainstUpstream(t *testing.T) {
 	t.Logf("berth gc --delete-untagged --concurrency %d (batch deletes: %t): %s (listing %s, sweeping %s)  %.1fx faster",
 		conc, files != nil, rep.Duration.Round(time.Millisecond), rep.Listing.Round(time.Millisecond), rep.Sweeping.Round(time.Millisecond),
 		float64(upstream)/float64(rep.Duration))
+	t.Logf("berth gc with lease (pre-scan):  %s, writes refused for %s  %.1fx faster",
+		leased.Duration.Round(time.Millisecond), leased.ReadOnly.Round(time.Millisecond), float64(upstream)/float64(leased.Duration))
 }
 
 // diff names a few paths that only one side holds.
