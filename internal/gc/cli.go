@@ -78,7 +78,7 @@ Exit status: 0 done, 1 failed or partially failed (rerunning is safe), 2 usage o
 	fl.StringVar(&f.output, "output", "text", "report format: text or json")
 	fl.BoolVar(&f.registryStopped, "registry-stopped", false, "confirm no registry writes to the storage (needed without Redis while a server's beacon is fresh)")
 	fl.DurationVar(&f.leaseTTL, "lease-ttl", 0, "read-only lease TTL (default berth.maintenance.leasettl, 30s)")
-	fl.IntVar(&f.concurrency, "concurrency", DefaultConcurrency, "parallel storage operations")
+	fl.IntVar(&f.concurrency, "concurrency", DefaultConcurrency, "storage requests in flight at once, 1-256 (on S3 a deletion request carries up to 1,000 keys)")
 	return cmd
 }
 
