@@ -3,7 +3,6 @@ package retention
 import (
 	"context"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -22,19 +21,7 @@ func startBerthOnS3(t *testing.T) *registry {
 	t.Helper()
 	s3 := testutil.StartS3(t)
 	b := testutil.StartBerth(t, testutil.Options{ConfigYAML: s3.ConfigYAML()})
-	return newRegistry(t, b.URL, b.Host, filepath.Join(versitygwDir(t, s3), s3.Bucket), nil)
-}
-
-// versitygwDir is the directory the test's versitygw serves.
-// TODO(testutil): export it (e.g. S3.Dir); until then it is read from the
-// unexported field, and this fails loudly if that field goes away.
-func versitygwDir(t *testing.T, s3 *testutil.S3) string {
-	t.Helper()
-	f := reflect.ValueOf(s3).Elem().FieldByName("dir")
-	if !f.IsValid() || f.Kind() != reflect.String || f.String() == "" {
-		t.Fatal("testutil.S3 no longer records versitygw's data directory in `dir`; the S3 prune tests need it to set object times")
-	}
-	return f.String()
+	return newRegistry(t, b.URL, b.Host, filepath.Join(s3.Dir(), s3.Bucket), nil)
 }
 
 // Prune on S3: push times are the tag links' LastModified, which S3 gives

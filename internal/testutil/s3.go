@@ -184,6 +184,11 @@ func (s *S3) Parameters(bucket string) map[string]any {
 	}
 }
 
+// Dir is the directory versitygw serves: bucket b's objects are files under
+// Dir()/b, and a file's modification time is the object's LastModified
+// (tests use that to give objects a past push time without waiting).
+func (s *S3) Dir() string { return s.dir }
+
 // Kill stops the server abruptly (SIGKILL), as a crash or a network cut would.
 func (s *S3) Kill() {
 	if s.cmd != nil && s.cmd.Process != nil {
