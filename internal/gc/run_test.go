@@ -565,4 +565,12 @@ func TestScanStrategiesAgree(t *testing.T) {
 	if a, b := normalize(fast), normalize(walked); a != b {
 		t.Fatalf("listings differ:\nfast: %s\nwalk: %s", a, b)
 	}
+	// A blob store too large for one flat walk is listed prefix by prefix.
+	byPrefix, err := (&scanner{d: walkOnly{reg.driver}, conc: 4, cache: NewManifestCache(), flatBlobs: 1}).scan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := normalize(fast), normalize(byPrefix); a != b {
+		t.Fatalf("listings differ:\nfast: %s\nby prefix: %s", a, b)
+	}
 }

@@ -155,11 +155,19 @@ func digestFromParts(alg, hex string) (digest.Digest, bool) {
 	return d, d.Validate() == nil
 }
 
+// flatBlobLimit bounds the flat listing of an object store's blob store.
+// One paginated listing of a small store is a few requests; the fallback,
+// a listing per two-hex-digit prefix, is 256 requests however small the
+// store is, but they run in parallel, which is what a large store needs.
+const flatBlobLimit = 20000
+
 // scanner lists a storage with bounded parallelism.
 type scanner struct {
 	d     storagedriver.StorageDriver
 	conc  int
 	cache *ManifestCache
+	// flatBlobs overrides flatBlobLimit (tests).
+	flatBlobs int
 	// read counts manifest contents fetched from storage (for logs and tests).
 	read int
 }
@@ -186,19 +194,53 @@ type uploadScan struct {
 // scan lists the whole storage. It fails on any storage error other than a
 // path vanishing: gc must never decide on a partial picture.
 func (s *scanner) scan(ctx context.Context) (*Listing, error) {
-	repos, err := s.repositories(ctx)
+	// On object stores the blob store is first listed flat, alongside the
+	// repositories' listing (both are sequential page by page).
+	var (
+		flat     []Blob
+		flatDone bool
+		flatErr  error
+	)
+	flatWalked := make(chan struct{})
+	go func() {
+		defer close(flatWalked)
+		if !listsCheaply(s.d) {
+			flat, flatDone, flatErr = s.walkAllBlobs(ctx)
+		}
+	}()
+	var (
+		repos []string
+		scans []*repoScan
+		err   error
+	)
+	if listsCheaply(s.d) {
+		repos, err = s.repositories(ctx)
+	} else {
+		scans, err = s.walkRepositories(ctx)
+	}
+	<-flatWalked
 	if err != nil {
 		return nil, err
 	}
-	prefixes, err := s.blobPrefixes(ctx)
-	if err != nil {
-		return nil, err
+	if flatErr != nil {
+		return nil, flatErr
+	}
+	var prefixes []string
+	if !flatDone {
+		if prefixes, err = s.blobPrefixes(ctx); err != nil {
+			return nil, err
+		}
 	}
 
-	scans := make([]*repoScan, len(repos))
-	blobParts := make([][]Blob, len(prefixes))
+	blobParts := make([][]Blob, len(prefixes), len(prefixes)+1)
+	if flatDone {
+		blobParts = append(blobParts, flat)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.conc)
+	if repos != nil {
+		scans = make([]*repoScan, len(repos))
+	}
 	for i, name := range repos {
 		g.Go(func() error {
 			rs, err := s.walkRepository(gctx, name)
@@ -353,6 +395,41 @@ func (s *scanner) blobPrefixes(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// walkAllBlobs lists the whole blob store in one walk. It gives up (done
+// false) past the flat listing limit.
+func (s *scanner) walkAllBlobs(ctx context.Context) (blobs []Blob, done bool, err error) {
+	limit := flatBlobLimit
+	if s.flatBlobs > 0 {
+		limit = s.flatBlobs
+	}
+	full := false
+	err = s.d.Walk(ctx, blobsRoot, func(fi storagedriver.FileInfo) error {
+		if fi.IsDir() {
+			return nil
+		}
+		// <alg>/<first two hex digits>/<hex>/data
+		p := strings.Split(strings.TrimPrefix(fi.Path(), blobsRoot+"/"), "/")
+		if len(p) != 4 || p[3] != "data" {
+			return nil
+		}
+		if d, ok := digestFromParts(p[0], p[2]); ok {
+			if len(blobs) >= limit {
+				full = true
+				return storagedriver.ErrFilledBuffer
+			}
+			blobs = append(blobs, Blob{Digest: d, Size: fi.Size(), Modified: fi.ModTime()})
+		}
+		return nil
+	})
+	if full {
+		return nil, false, nil
+	}
+	if err != nil && !isNotFound(err) {
+		return nil, false, fmt.Errorf("list blob store: %w", err)
+	}
+	return blobs, true, nil
+}
+
 func (s *scanner) walkBlobs(ctx context.Context, prefix string) ([]Blob, error) {
 	var out []Blob
 	alg := path.Base(path.Dir(prefix))
@@ -371,16 +448,12 @@ func (s *scanner) walkBlobs(ctx context.Context, prefix string) ([]Blob, error) 
 	return out, nil
 }
 
+// walkRepository lists one repository on a storage that lists cheaply.
 func (s *scanner) walkRepository(ctx context.Context, name string) (*repoScan, error) {
-	rs := &repoScan{name: name, tagIndex: map[digest.Digest][]string{}, tags: map[string]digest.Digest{},
-		uploads: map[string]*uploadScan{}}
+	rs := newRepoScan(name)
 
-	if listsCheaply(s.d) {
-		if err := s.listRepositoryCheaply(ctx, rs); err != nil {
-			return nil, fmt.Errorf("list repository %s: %w", name, err)
-		}
-	} else if err := s.walkManifestsAndLayers(ctx, rs); err != nil {
-		return nil, err
+	if err := s.listRepositoryCheaply(ctx, rs); err != nil {
+		return nil, fmt.Errorf("list repository %s: %w", name, err)
 	}
 
 	base := repoPath(name, "_uploads")
@@ -413,50 +486,96 @@ func (s *scanner) walkRepository(ctx context.Context, name string) (*repoScan, e
 	return rs, nil
 }
 
-// walkManifestsAndLayers lists a repository's revisions, tags and layer
-// links with the driver's Walk.
-func (s *scanner) walkManifestsAndLayers(ctx context.Context, rs *repoScan) error {
-	base := repoPath(rs.name, "_manifests")
-	err := s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
+func newRepoScan(name string) *repoScan {
+	return &repoScan{name: name, tagIndex: map[digest.Digest][]string{}, tags: map[string]digest.Digest{},
+		uploads: map[string]*uploadScan{}}
+}
+
+// walkRepositories lists every repository of an object store in one walk.
+// There a walk is one paginated listing of every object below its root
+// whatever the callback skips, so the walk that finds the repositories
+// might as well read their revisions, tags, layer links and uploads too:
+// one listing instead of one more per repository and kind.
+func (s *scanner) walkRepositories(ctx context.Context) ([]*repoScan, error) {
+	byName := map[string]*repoScan{}
+	var scans []*repoScan
+	err := s.d.Walk(ctx, reposRoot, func(fi storagedriver.FileInfo) error {
 		if fi.IsDir() {
 			return nil
 		}
-		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
-		switch {
-		case len(p) == 4 && p[0] == "revisions" && p[3] == "link":
-			if d, ok := digestFromParts(p[1], p[2]); ok {
-				rs.revisions = append(rs.revisions, Link{Digest: d, Modified: fi.ModTime()})
-			}
-		case len(p) == 4 && p[0] == "tags" && p[2] == "current" && p[3] == "link":
-			rs.tagLinks = append(rs.tagLinks, p[1])
-		case len(p) == 6 && p[0] == "tags" && p[2] == "index" && p[5] == "link":
-			if d, ok := digestFromParts(p[3], p[4]); ok {
-				rs.tagIndex[d] = append(rs.tagIndex[d], p[1])
-			}
+		rel := strings.TrimPrefix(fi.Path(), reposRoot+"/")
+		// A repository's name ends before its first component starting
+		// with "_": name components cannot.
+		i := strings.Index(rel, "/_")
+		if i <= 0 {
+			return nil
 		}
+		name, p := rel[:i], strings.Split(rel[i+1:], "/")
+		switch p[0] {
+		case "_manifests", "_layers", "_uploads":
+		default:
+			return nil // berth's own _berth, or anything else
+		}
+		rs := byName[name]
+		if rs == nil {
+			rs = newRepoScan(name)
+			byName[name] = rs
+			scans = append(scans, rs)
+		}
+		rs.addFile(p, fi)
 		return nil
 	})
 	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("list manifests of %s: %w", rs.name, err)
+		return nil, fmt.Errorf("list repositories: %w", err)
 	}
-
-	base = repoPath(rs.name, "_layers")
-	err = s.d.Walk(ctx, base, func(fi storagedriver.FileInfo) error {
-		if fi.IsDir() {
-			return nil
+	for _, rs := range scans {
+		for _, u := range rs.uploads {
+			u.started = u.newest
 		}
-		p := strings.Split(strings.TrimPrefix(fi.Path(), base+"/"), "/")
-		if len(p) == 3 && p[2] == "link" {
-			if d, ok := digestFromParts(p[0], p[1]); ok {
+	}
+	return scans, nil
+}
+
+// addFile takes in one file of the repository, p being its path below the
+// repository (starting with _manifests, _layers or _uploads).
+func (rs *repoScan) addFile(p []string, fi storagedriver.FileInfo) {
+	q := p[1:]
+	switch p[0] {
+	case "_manifests":
+		switch {
+		case len(q) == 4 && q[0] == "revisions" && q[3] == "link":
+			if d, ok := digestFromParts(q[1], q[2]); ok {
+				rs.revisions = append(rs.revisions, Link{Digest: d, Modified: fi.ModTime()})
+			}
+		case len(q) == 4 && q[0] == "tags" && q[2] == "current" && q[3] == "link":
+			rs.tagLinks = append(rs.tagLinks, q[1])
+		case len(q) == 6 && q[0] == "tags" && q[2] == "index" && q[5] == "link":
+			if d, ok := digestFromParts(q[3], q[4]); ok {
+				rs.tagIndex[d] = append(rs.tagIndex[d], q[1])
+			}
+		}
+	case "_layers":
+		if len(q) == 3 && q[2] == "link" {
+			if d, ok := digestFromParts(q[0], q[1]); ok {
 				rs.layers = append(rs.layers, Link{Digest: d, Modified: fi.ModTime()})
 			}
 		}
-		return nil
-	})
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("list layer links of %s: %w", rs.name, err)
+	case "_uploads":
+		if len(q) == 0 {
+			return
+		}
+		u := rs.uploads[q[0]]
+		if u == nil {
+			u = &uploadScan{}
+			rs.uploads[q[0]] = u
+		}
+		if fi.ModTime().After(u.newest) {
+			u.newest = fi.ModTime()
+		}
+		if len(q) == 2 && q[1] == "startedat" {
+			u.startedAt = fi.Path()
+		}
 	}
-	return nil
 }
 
 func (s *scanner) readTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
