@@ -56,6 +56,13 @@ func runSchedules(ctx context.Context, cfg *config.Config, srv *server.Server, b
 			LeaseTTL: cfg.Berth.Maintenance.LeaseTTL, ReplicaPoll: cfg.Berth.Maintenance.Poll, Logger: log,
 		})
 		manifests := gc.NewManifestCache() // parsed manifests are immutable; keep them across runs
+		// On S3, batch deletes by exact key make the sweep an order of
+		// magnitude faster; without them gc still works through the driver.
+		files, err := gc.FileDeleterFor(cfg.Distribution.Storage.Type(), cfg.Distribution.Storage.Parameters())
+		if err != nil {
+			log.Warn("scheduled gc deletes path by path through the storage driver", "reason", err)
+			files = nil
+		}
 		var flush func(context.Context) error
 		if rc := srv.Redis(); rc != nil && cfg.CacheType() == "redis" {
 			flush = func(ctx context.Context) error { return blobcache.FlushRedis(ctx, rc) }
@@ -75,7 +82,7 @@ func runSchedules(ctx context.Context, cfg *config.Config, srv *server.Server, b
 			}
 			rep, err := gc.Run(ctx, gc.Options{
 				Cache:  manifests,
-				Driver: srv.Driver(), Coordinator: coord, DeleteUntagged: g.DeleteUntagged,
+				Driver: srv.Driver(), Files: files, Coordinator: coord, DeleteUntagged: g.DeleteUntagged,
 				UploadMaxAge: g.UploadMaxAge, BlobGrace: g.BlobGrace, PreScan: true, FlushRedis: flush, Logger: log,
 			})
 			if rep == nil {

@@ -22,18 +22,29 @@ import (
 // tags by policy and then collects their blobs, without anyone running a job.
 func TestServeRunsPruneAndGCSchedules(t *testing.T) {
 	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	storage := fmt.Sprintf("storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", data)
+	testServeSchedules(t, dir, storage, data)
+}
+
+// The same on S3: scheduled gc sweeps with batch deletes there.
+func TestServeRunsPruneAndGCSchedulesOnS3(t *testing.T) {
+	s3 := testutil.StartS3(t)
+	// versitygw keeps each object as a file named by its key, and reports the
+	// file's time as the object's LastModified, which is berth's push time.
+	testServeSchedules(t, t.TempDir(), s3.StorageYAML(s3.Bucket), filepath.Join(s3.Dir(), s3.Bucket))
+}
+
+// testServeSchedules runs berth serve with storage (a `storage:` section)
+// whose tag links appear as files under root, so the test can age a tag.
+func testServeSchedules(t *testing.T, dir, storage, root string) {
 	policy := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policy, []byte("rules:\n  - repositories: [\"**\"]\n    keep:\n      latest: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfgFile := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf(`version: 0.1
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-berth:
+%sberth:
   maintenance:
     leasettl: 4s
     poll: 100ms
@@ -44,7 +55,7 @@ berth:
   prune:
     interval: 300ms
     policy: %s
-`, filepath.Join(dir, "data"), policy)), 0o600); err != nil {
+`, storage, policy)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
@@ -79,7 +90,7 @@ berth:
 	oldLayers, _ := old.Layers()
 	oldLayer, _ := oldLayers[0].Digest()
 	// Make "old" clearly older than "new" for keep-latest.
-	link := filepath.Join(dir, "data/docker/registry/v2/repositories/laptop/app/_manifests/tags/old/current/link")
+	link := filepath.Join(root, "docker/registry/v2/repositories/laptop/app/_manifests/tags/old/current/link")
 	past := time.Now().Add(-time.Hour)
 	if err := os.Chtimes(link, past, past); err != nil {
 		t.Fatal(err)
