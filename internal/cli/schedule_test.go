@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -51,7 +52,7 @@ func testServeSchedules(t *testing.T, dir, storage, root string) {
   gc:
     interval: 300ms
     deleteuntagged: true
-    blobgrace: 0s
+    blobgrace: 10m
   prune:
     interval: 300ms
     policy: %s
@@ -89,10 +90,17 @@ func testServeSchedules(t *testing.T, dir, storage, root string) {
 	}
 	oldLayers, _ := old.Layers()
 	oldLayer, _ := oldLayers[0].Digest()
-	// Make "old" clearly older than "new" for keep-latest.
-	link := filepath.Join(root, "docker/registry/v2/repositories/laptop/app/_manifests/tags/old/current/link")
+	// Age everything "old" wrote by an hour: its tag becomes older than
+	// "new" for keep-latest, and its blobs older than the grace period that
+	// protects the layers of "new" while they are pushed.
 	past := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(link, past, past); err != nil {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		return os.Chtimes(p, past, past)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	newImg, _ := random.Image(4096, 2)
