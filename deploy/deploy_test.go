@@ -469,7 +469,7 @@ func TestConfigsInStep(t *testing.T) {
 	allowed := map[string][]string{
 		"overlays/local":         {"berth.gc.blobgrace"},
 		"overlays/production":    nil,
-		"overlays/production-s3": {"storage.filesystem", "storage.s3"},
+		"overlays/production-s3": {"storage.filesystem", "storage.s3", "storage.redirect"},
 	}
 	for dir, keys := range allowed {
 		c, err := sets[dir].BerthConfig()
