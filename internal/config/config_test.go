@@ -117,6 +117,8 @@ func TestInvalidConfigNamesFileLineAndKey(t *testing.T) {
 		{"half TLS", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\nhttp:\n  addr: 127.0.0.1:5000\n  tls:\n    certificate: /x.crt\n", 7, "together"},
 		{"redis cache without redis", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\nberth:\n  cache: redis\n", 6, "redis.addrs"},
 		{"yaml syntax", "version: 0.1\nstorage:\n  filesystem:\n   - x\n  :\n", 0, ""},
+		{"s3 without bucket", "version: 0.1\nstorage:\n  s3:\n    region: us-east-1\n", 3, "no bucket parameter"},
+		{"s3 chunk size", "version: 0.1\nstorage:\n  s3:\n    region: us-east-1\n    bucket: b\n    chunksize: 1\n", 6, "chunksize"},
 		{"bad regexp", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\nvalidation:\n  manifests:\n    urls:\n      allow: ['(']\n", 8, "regular expression"},
 	}
 	for _, tc := range cases {

@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+	s3aws "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 
 	"github.com/berth-registry/berth/internal/maintenance"
 )
@@ -192,7 +194,38 @@ func (c *Config) validateS3(p configuration.Parameters) error {
 	default:
 		return c.errAt("storage.s3.loglevel", "must be off")
 	}
+	// The driver's own parameter parsing, which makes no request: a missing
+	// bucket or a malformed chunk size is a configuration error with a line,
+	// not a failed start after the listener is half set up.
+	params := make(map[string]any, len(p))
+	for k, v := range p {
+		params[k] = v
+	}
+	if _, err := s3aws.FromParameters(context.Background(), params); err != nil {
+		return c.errAt(s3ParamKey(err.Error()), "%s", err)
+	}
 	return nil
+}
+
+// s3ParamKey names the storage.s3 key an s3 driver error is about, so the
+// error points at its line when the file has it.
+func s3ParamKey(msg string) string {
+	best := ""
+	for _, w := range strings.FieldsFunc(msg, func(r rune) bool { return r == ' ' || r == ':' || r == '"' }) {
+		w = strings.ToLower(w)
+		switch w {
+		case "region", "bucket", "regionendpoint", "chunksize", "multipartcopychunksize", "multipartcopymaxconcurrency",
+			"multipartcopythresholdsize", "rootdirectory", "storageclass", "objectacl", "encrypt", "keyid", "secure",
+			"skipverify", "v4auth", "redirectendpoint", "forcepathstyle", "accelerate", "usedualstack", "usefips":
+			if best == "" {
+				best = w
+			}
+		}
+	}
+	if best == "" {
+		return "storage.s3"
+	}
+	return "storage.s3." + best
 }
 
 // storageType is Storage.Type without its panic on several drivers.
