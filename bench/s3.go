@@ -40,7 +40,7 @@ func (b *bench) s3Workloads(ctx context.Context) {
 		}
 		return
 	}
-	defer store.Stop()
+	defer store.Kill()
 	b.res.Note("S3 rows: %s (posix backend) on loopback storing on %s, one bucket per registry, redirects off (the registry serves every byte); both registries use the s3-aws driver of Distribution %s",
 		servers.VersitygwVersion(b.bin.versitygw), describeStorage(b.o.WorkDir), servers.UpstreamVersion)
 
@@ -58,7 +58,7 @@ func (b *bench) s3Workloads(ctx context.Context) {
 		}
 	}()
 	for _, sp := range specs {
-		bucket, err := store.NewBucket(ctx, buckets[sp.Name])
+		bucket, err := servers.NewBucket(ctx, store, buckets[sp.Name])
 		if err == nil {
 			sp.S3 = bucket
 			var v *variant

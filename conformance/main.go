@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth-registry/berth/internal/s3server"
 )
 
 type options struct {
@@ -98,7 +100,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (bool, error) {
 	vgw := ""
 	if o.s3 {
 		var err error
-		if vgw, err = findVersitygw(o.vgw); errors.Is(err, errNoVersitygw) && os.Getenv("BERTH_REQUIRE_S3") != "1" {
+		if vgw, err = findVersitygw(o.vgw); errors.Is(err, s3server.ErrNotInstalled) && os.Getenv("BERTH_REQUIRE_S3") != "1" {
 			fmt.Printf("SKIPPING OCI conformance, %s on S3: %v; set BERTH_REQUIRE_S3=1 to make this a failure\n", o.target, err)
 			return true, nil
 		} else if err != nil {
@@ -126,13 +128,13 @@ func run(ctx context.Context, o options, log *slog.Logger) (bool, error) {
 	if o.auth {
 		label += " (htpasswd auth)"
 	}
-	var store *s3Server
+	var store *s3Store
 	if o.s3 {
 		if store, err = startS3(ctx, vgw, filepath.Join(work, "s3"), filepath.Join(o.out, "versitygw.log")); err != nil {
 			return false, err
 		}
 		defer store.stop()
-		log.Info("S3 server started", "endpoint", store.endpoint, "bucket", store.bucket)
+		log.Info("S3 server started", "endpoint", store.Endpoint, "bucket", store.bucket)
 	}
 	reg, err := startRegistry(ctx, o, work, store, log)
 	if err != nil {
@@ -203,7 +205,7 @@ const (
 
 // startRegistry starts the registry on filesystem storage under work, or
 // on store's bucket when store is not nil.
-func startRegistry(ctx context.Context, o options, work string, store *s3Server, log *slog.Logger) (*registry, error) {
+func startRegistry(ctx context.Context, o options, work string, store *s3Store, log *slog.Logger) (*registry, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -212,7 +214,7 @@ func startRegistry(ctx context.Context, o options, work string, store *s3Server,
 	data := filepath.Join(work, "data")
 	storage := fmt.Sprintf("storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", data)
 	if store != nil {
-		storage = store.storageYAML()
+		storage = store.StorageYAML(store.bucket)
 	}
 	htpasswd := ""
 	if o.auth {

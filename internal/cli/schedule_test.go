@@ -33,7 +33,7 @@ func TestServeRunsPruneAndGCSchedulesOnS3(t *testing.T) {
 	s3 := testutil.StartS3(t)
 	// versitygw keeps each object as a file named by its key, and reports the
 	// file's time as the object's LastModified, which is berth's push time.
-	testServeSchedules(t, t.TempDir(), s3.StorageYAML(s3.Bucket), filepath.Join(s3.Dir(), s3.Bucket))
+	testServeSchedules(t, t.TempDir(), s3.StorageYAML(s3.Bucket), filepath.Join(s3.Dir, s3.Bucket))
 }
 
 // testServeSchedules runs berth serve with storage (a `storage:` section)

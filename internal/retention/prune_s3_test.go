@@ -21,7 +21,7 @@ func startBerthOnS3(t *testing.T) *registry {
 	t.Helper()
 	s3 := testutil.StartS3(t)
 	b := testutil.StartBerth(t, testutil.Options{ConfigYAML: s3.ConfigYAML()})
-	return newRegistry(t, b.URL, b.Host, filepath.Join(s3.Dir(), s3.Bucket), nil)
+	return newRegistry(t, b.URL, b.Host, filepath.Join(s3.Dir, s3.Bucket), nil)
 }
 
 // Prune on S3: push times are the tag links' LastModified, which S3 gives

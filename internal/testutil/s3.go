@@ -1,75 +1,38 @@
 package testutil
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/aws/aws-sdk-go/aws"
-	"github.com/aws/aws-sdk-go/aws/credentials"
-	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/s3"
+
+	"github.com/berth-registry/berth/internal/s3server"
 )
 
 // S3 is a real S3 server (versitygw over a temp directory) started for a
-// test. Every test gets its own bucket; the server may be shared.
+// test, with a fresh bucket.
 type S3 struct {
-	// Endpoint is the server's URL (http://127.0.0.1:PORT).
-	Endpoint string
+	*s3server.Server
 	// Bucket was created empty for the caller.
-	Bucket    string
-	AccessKey string
-	SecretKey string
-	Region    string
-
-	bin    string
-	port   int
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	logs   bytes.Buffer
-}
-
-// VersitygwBinary finds versitygw: $BERTH_VERSITYGW, then PATH, then the
-// tool cache `make s3-tools` installs into.
-func VersitygwBinary() (string, bool) {
-	if p := os.Getenv("BERTH_VERSITYGW"); p != "" {
-		return p, true
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, true
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	p := filepath.Join(cache, "berth", "bin", "versitygw")
-	if _, err := os.Stat(p); err == nil {
-		return p, true
-	}
-	return "", false
+	Bucket string
+	logs   string
 }
 
 // RequireVersitygw skips the test loudly without versitygw, or fails it
 // when BERTH_REQUIRE_S3=1 (CI).
 func RequireVersitygw(t testing.TB) string {
 	t.Helper()
-	bin, ok := VersitygwBinary()
-	if !ok {
-		const how = "make s3-tools (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)"
-		if os.Getenv("BERTH_REQUIRE_S3") == "1" {
-			t.Fatalf("versitygw not found and BERTH_REQUIRE_S3=1: install it with %s", how)
-		}
-		t.Skipf("SKIPPING S3 test: versitygw not installed; %s, or set BERTH_REQUIRE_S3=1 to make this a failure", how)
+	bin, err := s3server.Find()
+	switch {
+	case errors.Is(err, s3server.ErrNotInstalled) && os.Getenv("BERTH_REQUIRE_S3") != "1":
+		t.Skipf("SKIPPING S3 test: %v, or set BERTH_REQUIRE_S3=1 to make this a failure", err)
+	case err != nil:
+		t.Fatalf("S3 tests need versitygw (BERTH_REQUIRE_S3=1): %v", err)
 	}
 	return bin
 }
@@ -78,13 +41,61 @@ func RequireVersitygw(t testing.TB) string {
 // stops it when the test ends.
 func StartS3(t testing.TB) *S3 {
 	t.Helper()
-	s := &S3{bin: RequireVersitygw(t), port: FreePort(t), dir: t.TempDir(),
-		AccessKey: "berthtest", SecretKey: randomHex(t, 20), Region: "us-east-1"}
-	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", s.port)
-	s.start(t)
+	bin := RequireVersitygw(t)
+	dir := t.TempDir()
+	s := &S3{logs: filepath.Join(dir, "versitygw.log")}
+	logs, err := os.Create(s.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() })
+	s.Server, err = s3server.Start(context.Background(), bin, s3server.Options{
+		Dir: filepath.Join(dir, "data"), Logs: logs, AccessKey: "berthtest"})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.logTail())
+	}
 	t.Cleanup(s.Kill)
 	s.Bucket = s.NewBucket(t)
 	return s
+}
+
+func (s *S3) logTail() string {
+	b, _ := os.ReadFile(s.logs)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// Client returns an S3 client for the server (for setup and inspection).
+func (s *S3) Client(t testing.TB) *s3.S3 {
+	t.Helper()
+	c, err := s.Server.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// NewBucket creates another empty bucket and returns its name.
+func (s *S3) NewBucket(t testing.TB) string {
+	t.Helper()
+	name := "berth-" + randomHex(t, 6)
+	if err := s.CreateBucket(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// ConfigYAML is a whole config file for s.Bucket.
+func (s *S3) ConfigYAML() string { return "version: 0.1\n" + s.StorageYAML(s.Bucket) }
+
+// Restart starts the server again on the same port and data.
+func (s *S3) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.Server.Restart(context.Background()); err != nil {
+		t.Fatalf("%v\n%s", err, s.logTail())
+	}
 }
 
 func randomHex(t testing.TB, n int) string {
@@ -92,115 +103,5 @@ func randomHex(t testing.TB, n int) string {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	return hex.EncodeToString(b)
-}
-
-func (s *S3) start(t testing.TB) {
-	t.Helper()
-	s.logs.Reset()
-	s.cmd = exec.Command(s.bin, "--access", s.AccessKey, "--secret", s.SecretKey,
-		"--port", fmt.Sprintf("127.0.0.1:%d", s.port), "--quiet", "posix", s.dir)
-	s.cmd.Stdout, s.cmd.Stderr = &s.logs, &s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("start versitygw: %v", err)
-	}
-	exited := make(chan struct{})
-	go func(c *exec.Cmd) { _ = c.Wait(); close(exited) }(s.cmd)
-	s.exited = exited
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("versitygw exited at start: %s", s.logs.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("versitygw did not listen within 30s: %s", s.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Client returns an S3 client for the server (for setup and inspection).
-func (s *S3) Client(t testing.TB) *s3.S3 {
-	t.Helper()
-	sess, err := session.NewSession(&aws.Config{
-		Region:           aws.String(s.Region),
-		Endpoint:         aws.String(s.Endpoint),
-		S3ForcePathStyle: aws.Bool(true),
-		DisableSSL:       aws.Bool(true),
-		Credentials:      credentials.NewStaticCredentials(s.AccessKey, s.SecretKey, ""),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s3.New(sess)
-}
-
-// NewBucket creates another empty bucket and returns its name.
-func (s *S3) NewBucket(t testing.TB) string {
-	t.Helper()
-	name := "berth-" + randomHex(t, 6)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := s.Client(t).CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("create bucket %s: %v", name, err)
-	}
-	return name
-}
-
-// StorageYAML is the `storage:` section of a berth/Distribution config for
-// bucket, indented as a top-level key.
-func (s *S3) StorageYAML(bucket string) string {
-	return fmt.Sprintf(`storage:
-  s3:
-    region: %s
-    bucket: %s
-    regionendpoint: %s
-    forcepathstyle: true
-    secure: false
-    accesskey: %s
-    secretkey: %s
-  redirect:
-    disable: true
-  delete:
-    enabled: true
-`, s.Region, bucket, s.Endpoint, s.AccessKey, s.SecretKey)
-}
-
-// ConfigYAML is a whole config file for s.Bucket.
-func (s *S3) ConfigYAML() string { return "version: 0.1\n" + s.StorageYAML(s.Bucket) }
-
-// Parameters are the s3-aws driver parameters for bucket, for opening the
-// store directly with factory.Create.
-func (s *S3) Parameters(bucket string) map[string]any {
-	return map[string]any{
-		"region": s.Region, "bucket": bucket, "regionendpoint": s.Endpoint, "forcepathstyle": true,
-		"secure": false, "accesskey": s.AccessKey, "secretkey": s.SecretKey,
-	}
-}
-
-// Dir is the directory versitygw serves: bucket b's objects are files under
-// Dir()/b, and a file's modification time is the object's LastModified
-// (tests use that to give objects a past push time without waiting).
-func (s *S3) Dir() string { return s.dir }
-
-// Kill stops the server abruptly (SIGKILL), as a crash or a network cut would.
-func (s *S3) Kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		s.cmd = nil
-	}
-}
-
-// Restart starts the server again on the same port and data.
-func (s *S3) Restart(t testing.TB) {
-	t.Helper()
-	s.Kill()
-	s.start(t)
+	return fmt.Sprintf("%x", b)
 }

@@ -3,46 +3,16 @@ package servers
 import (
 	"context"
 	"debug/buildinfo"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/aws/aws-sdk-go/aws"
-	"github.com/aws/aws-sdk-go/aws/credentials"
-	"github.com/aws/aws-sdk-go/aws/session"
-	"github.com/aws/aws-sdk-go/service/s3"
+	"github.com/berth-registry/berth/internal/s3server"
 )
 
-// VersitygwHint says how to get the S3 server the S3 scenario needs.
-const VersitygwHint = "make s3-tools (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)"
-
-// FindVersitygw finds the S3 server as the tests do: $BERTH_VERSITYGW,
-// then PATH, then the tool cache `make s3-tools` installs into.
-func FindVersitygw() (string, error) {
-	if p := os.Getenv("BERTH_VERSITYGW"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("BERTH_VERSITYGW: %w", err)
-		}
-		return p, nil
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	p := filepath.Join(cache, "berth", "bin", "versitygw")
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
-	return "", errors.New("versitygw not installed: " + VersitygwHint)
-}
+// FindVersitygw finds the S3 server as the tests do (s3server.Find).
+func FindVersitygw() (string, error) { return s3server.Find() }
 
 // VersitygwVersion reads the module version the binary was built from
 // (its --version prints only "git" when installed with go install).
@@ -56,12 +26,7 @@ func VersitygwVersion(bin string) string {
 
 // S3 is a real S3 server (versitygw's posix backend over a directory) on
 // loopback.
-type S3 struct {
-	Endpoint, AccessKey, SecretKey, Region string
-
-	dir  string
-	proc *process
-}
+type S3 = s3server.Server
 
 // Bucket is one bucket of an S3 server: the storage of one registry.
 type Bucket struct {
@@ -69,100 +34,36 @@ type Bucket struct {
 	Name string
 }
 
-// StartS3 starts versitygw over dir and waits until it answers.
+// StartS3 starts versitygw serving dir/data, its log in dir, and waits
+// until it answers.
 func StartS3(ctx context.Context, bin, dir string) (*S3, error) {
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
+	logPath := filepath.Join(dir, "versitygw.log")
 	var lastErr error
 	for try := 0; try < startTries; try++ {
-		addr, err := FreeAddr()
-		if err != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		s := &S3{Endpoint: "http://" + addr, AccessKey: "bench", SecretKey: "bench-loopback-only", Region: "us-east-1", dir: dir}
-		logPath := filepath.Join(dir, "versitygw.log")
 		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, err
 		}
-		p, err := spawn(bin, []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port", addr, "--quiet", "posix", data}, logf)
+		// The child keeps its own copy of the descriptor.
+		s, err := s3server.Start(ctx, bin, s3server.Options{Dir: filepath.Join(dir, "data"), Logs: logf, AccessKey: "bench"})
 		logf.Close()
-		if err != nil {
-			return nil, err
-		}
-		s.proc = p
-		if lastErr = s.waitReady(ctx); lastErr == nil {
+		if err == nil {
 			return s, nil
 		}
-		p.kill()
-		lastErr = fmt.Errorf("versitygw: %w; log tail:\n%s", lastErr, tail(logPath, 1000))
+		lastErr = fmt.Errorf("%w; log tail:\n%s", err, tail(logPath, 1000))
 	}
 	return nil, lastErr
 }
 
-func (s *S3) client() (*s3.S3, error) {
-	sess, err := session.NewSession(&aws.Config{
-		Region:           aws.String(s.Region),
-		Endpoint:         aws.String(s.Endpoint),
-		S3ForcePathStyle: aws.Bool(true),
-		DisableSSL:       aws.Bool(true),
-		Credentials:      credentials.NewStaticCredentials(s.AccessKey, s.SecretKey, ""),
-		MaxRetries:       aws.Int(0),
-	})
-	if err != nil {
+// NewBucket creates an empty bucket on s.
+func NewBucket(ctx context.Context, s *S3, name string) (*Bucket, error) {
+	if err := s.CreateBucket(ctx, name); err != nil {
 		return nil, err
-	}
-	return s3.New(sess), nil
-}
-
-// waitReady polls ListBuckets: a listening port is not yet a server that
-// answers signed requests.
-func (s *S3) waitReady(ctx context.Context) error {
-	c, err := s.client()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	for {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := c.ListBucketsWithContext(rctx, &s3.ListBucketsInput{})
-		rcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-s.proc.exited:
-			return errors.New("exited before it was ready")
-		case <-ctx.Done():
-			return fmt.Errorf("not answering on %s: %w (last error: %v)", s.Endpoint, ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// NewBucket creates an empty bucket.
-func (s *S3) NewBucket(ctx context.Context, name string) (*Bucket, error) {
-	c, err := s.client()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := c.CreateBucketWithContext(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", name, err)
 	}
 	return &Bucket{S3: s, Name: name}, nil
-}
-
-// Stop kills the server; its data stays in its directory.
-func (s *S3) Stop() {
-	if s != nil && s.proc != nil {
-		s.proc.kill()
-		s.proc = nil
-	}
 }
 
 // storageLines are the s3 driver's keys for the bucket, indented under
