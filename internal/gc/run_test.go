@@ -417,63 +417,51 @@ func (c *countingDriver) Delete(context.Context, string) error {
 	return nil
 }
 
-func TestSweepStopsWhenTheLeaseIsLost(t *testing.T) {
-	drv := &countingDriver{}
+// sweepUntilLeaseLost sweeps 100 blobs (through files when given) with a
+// guard that reports the lease lost after allowed checks. It returns the
+// deletions made and the number the sweep reported as done.
+func sweepUntilLeaseLost(t *testing.T, drv *countingDriver, files *driverFiles, allowed int64) (deleted, reported int64) {
+	t.Helper()
 	var checks atomic.Int64
 	lost := errors.New("lease lost")
 	sw := &sweeper{d: drv, conc: 4, guard: func() error {
-		if checks.Add(1) > 5 {
+		if checks.Add(1) > allowed {
 			return lost
 		}
 		return nil
 	}}
+	if files != nil { // a nil *driverFiles would be a non-nil FileDeleter
+		sw.files = files
+	}
 	var blobs []Blob
 	for i := range 100 {
 		blobs = append(blobs, Blob{Digest: digest.FromString(string(rune(i)))})
 	}
-	ok := sw.blobs(context.Background(), blobs)
-	done := 0
-	for _, o := range ok {
+	for _, o := range sw.blobs(context.Background(), blobs) {
 		if o {
-			done++
+			reported++
 		}
-	}
-	if n := drv.deletes.Load(); n > 5 || int64(done) != n {
-		t.Fatalf("%d deletions (%d reported) after the guard allowed 5", n, done)
 	}
 	if !errors.Is(sw.stopErr, lost) {
 		t.Fatalf("stop error %v", sw.stopErr)
+	}
+	return drv.deletes.Load(), reported
+}
+
+func TestSweepStopsWhenTheLeaseIsLost(t *testing.T) {
+	n, done := sweepUntilLeaseLost(t, &countingDriver{}, nil, 5)
+	if n > 5 || done != n {
+		t.Fatalf("%d deletions (%d reported) after the guard allowed 5", n, done)
 	}
 }
 
 func TestBatchedSweepStopsWhenTheLeaseIsLost(t *testing.T) {
 	drv := &countingDriver{}
 	files := &driverFiles{d: drv}
-	var checks atomic.Int64
-	lost := errors.New("lease lost")
-	sw := &sweeper{d: drv, conc: 4, files: files, guard: func() error {
-		if checks.Add(1) > 3 {
-			return lost
-		}
-		return nil
-	}}
-	var blobs []Blob
-	for i := range 100 {
-		blobs = append(blobs, Blob{Digest: digest.FromString(string(rune(i)))})
-	}
-	ok := sw.blobs(context.Background(), blobs)
-	done := 0
-	for _, o := range ok {
-		if o {
-			done++
-		}
-	}
+	n, done := sweepUntilLeaseLost(t, drv, files, 3)
 	// 100 blobs over 4 workers: batches of 25, and the guard let at most one through.
-	if n := drv.deletes.Load(); n > 25 || int64(done) != n || files.sent.Load() > 1 {
+	if n > 25 || done != n || files.sent.Load() > 1 {
 		t.Fatalf("%d deletions (%d reported) in %d requests", n, done, files.sent.Load())
-	}
-	if !errors.Is(sw.stopErr, lost) {
-		t.Fatalf("stop error %v", sw.stopErr)
 	}
 }
 

@@ -12,13 +12,15 @@ import (
 	"github.com/berth-registry/berth/internal/testutil"
 )
 
-func TestPushPullRoundTrip(t *testing.T) {
-	b := testutil.StartBerth(t, testutil.Options{})
+// pushAndPull pushes a random image to the registry at host and pulls it
+// back, verified against what was pushed.
+func pushAndPull(t *testing.T, host string) {
+	t.Helper()
 	img, err := random.Image(1024, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.ParseReference(b.Host+"/team/app:v1", name.Insecure)
+	ref, err := name.ParseReference(host+"/team/app:v1", name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,6 +38,11 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if d, _ := got.Digest(); d != want {
 		t.Fatalf("digest %s, want %s", d, want)
 	}
+}
+
+func TestPushPullRoundTrip(t *testing.T) {
+	b := testutil.StartBerth(t, testutil.Options{})
+	pushAndPull(t, b.Host)
 	// Health lives on the debug port only.
 	resp, err := http.Get(b.URL + "/metrics")
 	if err != nil {
